@@ -1,0 +1,77 @@
+"""Batching: dynamic padding and length-grouped batches.
+
+GLUE sentences are far shorter than the 128/512-token maximum, so each batch is padded only to
+its own longest row, and rows of similar length are batched together (within shuffled
+mega-batches, as HF's ``LengthGroupedSampler`` does) so little compute goes to padding.
+Padding never changes a row's result: attention masks out pad positions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+
+class LengthGroupedBatches:
+    """Deterministic batches of row indices for one epoch.
+
+    Shuffle with ``seed + epoch``; cut into mega-batches of ``mega`` batches; sort each by length;
+    cut into batches; shuffle the batch order. ``group_by_length=False`` gives plain shuffling.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, shuffle: bool = True,
+                 group_by_length: bool = True, mega: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.group_by_length, self.mega = group_by_length, mega
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.arange(n)
+            return [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng(self.seed + epoch)
+        order = rng.permutation(n)
+        if self.group_by_length:
+            size = self.batch_size * self.mega
+            chunks = [order[i:i + size] for i in range(0, n, size)]
+            order = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
+        batches = [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+def collate(ds: Dataset, idx: np.ndarray, pad_id: int, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Rows ``idx`` of a tokenised dataset as padded tensors (right padding).
+
+    Args:
+        pad_to: pad every batch to this length instead of its longest row (static padding).
+    """
+    rows = ds[idx.tolist()]
+    ids = rows["input_ids"]
+    width = pad_to or max(len(r) for r in ids)
+    B = len(ids)
+    input_ids = torch.full((B, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((B, width), dtype=torch.long)
+    for i, r in enumerate(ids):
+        input_ids[i, :len(r)] = torch.tensor(r)
+        attention[i, :len(r)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention}
+    if "token_type_ids" in rows:
+        tt = torch.zeros((B, width), dtype=torch.long)
+        for i, r in enumerate(rows["token_type_ids"]):
+            tt[i, :len(r)] = torch.tensor(r)
+        batch["token_type_ids"] = tt
+    labels = torch.tensor(rows["labels"])
+    batch["labels"] = labels.float() if labels.is_floating_point() else labels
+    return batch
+
+
+def subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    """A seeded random subset of ``n`` rows (the same rows for every run seed)."""
+    if not n or n >= len(ds):
+        return ds
+    keep = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    return ds.select(keep.tolist())

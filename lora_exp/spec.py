@@ -1,0 +1,148 @@
+"""ModelSpec: the one place where the paper's names meet an architecture's module names.
+
+``conf/model/<name>.yaml`` maps the paper's weight types (``wq, wk, wv, wo``, plus ``mlp``) to
+module suffixes inside a transformer block, e.g. ``wq: attention.self.query`` for BERT or
+``wq: {module: attn.c_attn, slice: 0, of: 3, fan_in_fan_out: true}`` for GPT-2's fused qkv.
+Methods only ever speak the paper's names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+WEIGHT_TYPES = ("wq", "wk", "wv", "wo", "mlp")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: the message names the key, the value and the valid choices."""
+
+    def __init__(self, key: str, value: Any, valid: Any, why: str = ""):
+        self.key, self.value, self.valid = key, value, valid
+        msg = f"{key}={value!r} is invalid"
+        if why:
+            msg += f": {why}"
+        if valid is not None:
+            msg += f"; valid: {valid}"
+        super().__init__(msg)
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """One weight type resolved in one block."""
+
+    weight_type: str
+    layer: int
+    module: str  # full dotted path
+    slice_index: int = 0
+    n_slices: int = 1
+    fan_in_fan_out: bool = False
+
+
+@dataclass
+class ModelSpec:
+    """What methods need to know about an architecture, read from ``cfg.model``.
+
+    Attributes:
+        name: config name. n_layers: L. d_model: hidden size.
+        blocks: dotted path of the ``nn.ModuleList`` of transformer blocks (in the task model).
+        targets: weight type -> list of {module, slice, of, fan_in_fan_out} entries (block-relative).
+        head: dotted paths of the task head modules (trained by every method, counted apart).
+        kind: "encoder" or "decoder".
+    """
+
+    name: str
+    n_layers: int
+    d_model: int
+    blocks: str
+    targets: dict[str, list[dict]]
+    head: list[str] = field(default_factory=list)
+    kind: str = "encoder"
+    block_parts: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_cfg(cls, model_cfg, task_kind: str) -> "ModelSpec":
+        arch = model_cfg.architecture
+        targets = {}
+        for wt, entry in model_cfg.targets.items():
+            entries = entry if isinstance(entry, (list, tuple)) or _is_listconfig(entry) else [entry]
+            targets[wt] = [_normalise_target(e) for e in entries]
+        heads = model_cfg.get("head", {}) or {}
+        return cls(
+            name=model_cfg.name,
+            n_layers=int(arch.num_hidden_layers),
+            d_model=int(arch.hidden_size),
+            blocks=model_cfg.blocks,
+            targets=targets,
+            head=list(heads.get(task_kind, []) or []),
+            kind=model_cfg.kind,
+            block_parts=dict(model_cfg.get("block_parts", {}) or {}),
+        )
+
+    def block_modules(self, model: nn.Module) -> nn.ModuleList:
+        try:
+            return model.get_submodule(self.blocks)
+        except AttributeError as e:
+            raise RuntimeError(f"model.blocks={self.blocks!r} is not a module of "
+                               f"{type(model).__name__}: {e}") from None
+
+    def resolve(self, model: nn.Module, weight_types: list[str]) -> list[TargetRef]:
+        """Every (block, weight type) the list names, checked against the live model.
+
+        Raises:
+            ConfigError: a weight type this model does not define.
+            RuntimeError: a target module missing from some or all blocks (lists what exists).
+        """
+        weight_types = list(weight_types)
+        if not weight_types:
+            raise ConfigError("method.targets", weight_types, sorted(self.targets), "empty")
+        for wt in weight_types:
+            if wt not in self.targets:
+                raise ConfigError("method.targets", wt, sorted(self.targets),
+                                  f"not a weight type of model {self.name}")
+        if len(set(weight_types)) != len(weight_types):
+            raise ConfigError("method.targets", weight_types, sorted(self.targets), "duplicates")
+        blocks = self.block_modules(model)
+        refs, missing = [], {}
+        for i, block in enumerate(blocks):
+            names = dict(block.named_modules())
+            for wt in weight_types:
+                for t in self.targets[wt]:
+                    if t["module"] in names:
+                        refs.append(TargetRef(wt, i, f"{self.blocks}.{i}.{t['module']}",
+                                              t["slice"], t["of"], t["fan_in_fan_out"]))
+                    else:
+                        missing.setdefault((wt, t["module"]), []).append(i)
+        if missing:
+            existing = sorted(n for n, m in blocks[0].named_modules()
+                              if n and not list(m.children()))
+            parts = []
+            for (wt, mod), layers in missing.items():
+                where = "any block" if len(layers) == len(blocks) else f"blocks {layers}"
+                parts.append(f"{wt} -> {mod!r} is missing from {where}")
+            raise RuntimeError("method.targets: " + "; ".join(parts)
+                               + f". Modules in block 0: {existing}")
+        return refs
+
+    def head_parameters(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """Parameters of the task head (classifier / regression / score head)."""
+        out = {}
+        for path in self.head:
+            try:
+                mod = model.get_submodule(path)
+            except AttributeError:
+                continue  # e.g. a pooler that this checkpoint does not have
+            out.update({f"{path}.{n}": p for n, p in mod.named_parameters()})
+        return out
+
+
+def _is_listconfig(x) -> bool:
+    return type(x).__name__ == "ListConfig"
+
+
+def _normalise_target(entry) -> dict:
+    if isinstance(entry, str):
+        return {"module": entry, "slice": 0, "of": 1, "fan_in_fan_out": False}
+    return {"module": entry["module"], "slice": int(entry.get("slice", 0)),
+            "of": int(entry.get("of", 1)), "fan_in_fan_out": bool(entry.get("fan_in_fan_out", False))}

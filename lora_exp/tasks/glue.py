@@ -1,0 +1,141 @@
+"""GLUE tasks: read a local mirror (GLUE's TSV layouts) or the HF hub, tokenise once, cache.
+
+A mirror is laid out like ``../shared/data``: ``<data_dir>/<task>/train.tsv``, ``dev.tsv``, ...
+The columns each task reads are named in ``conf/task/<task>.yaml`` (``text_fields``,
+``label_field``), so GLUE's own layouts are read as they are (MRPC's ``#1 String``, MNLI's
+``gold_label`` ...). Text labels are mapped through ``label_names`` in label-id order, the same
+ids as HF's ``nyu-mll/glue``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset, load_from_disk
+
+from lora_exp.embedded import cache_dir
+from lora_exp.spec import ConfigError
+
+
+def split_file(task_cfg, data_dir: str | None, split: str) -> Path | None:
+    """The file a split reads, or None when the hub is used (no ``data_dir``)."""
+    files = task_cfg.files
+    if split not in files:
+        raise ConfigError(f"task.files.{split}", None, sorted(files), f"task {task_cfg.name} "
+                          "has no such split")
+    path = Path(str(files[split]))
+    if path.is_absolute() or path.exists():
+        return path
+    if data_dir is None:
+        return None
+    return Path(data_dir) / path
+
+
+def check_split_file(task_cfg, data_dir: str | None, split: str) -> Path | None:
+    """Fail before any work if a split's file is missing or empty; say what the mirror holds."""
+    path = split_file(task_cfg, data_dir, split)
+    if path is None:
+        return None
+    if not path.is_file():
+        folder = path.parent
+        holds = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        where = (f"{folder} holds {holds}" if folder.is_dir()
+                 else f"{folder} does not exist (data_dir={data_dir})")
+        note = task_cfg.get("mirror_note")
+        raise ConfigError(f"task.files.{split}", str(path), None,
+                          f"file not found; {where}" + (f". {note}" if note else ""))
+    if path.stat().st_size == 0:
+        raise ConfigError(f"task.files.{split}", str(path), None, "file is empty")
+    return path
+
+
+def read_tsv(path: Path, text_fields: list[str], label_field: str | None) -> pd.DataFrame:
+    """Read a GLUE TSV as strings (QUOTE_NONE: some sentences begin with a quote)."""
+    try:
+        df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str,
+                         keep_default_na=False, on_bad_lines="error")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise ConfigError("task.files", str(path), None, f"not a readable TSV ({e})") from None
+    need = list(text_fields) + ([label_field] if label_field else [])
+    absent = [c for c in need if c not in df.columns]
+    if absent:
+        raise ConfigError("task.files", str(path), list(df.columns),
+                          f"columns {absent} are missing")
+    if len(df) == 0:
+        raise ConfigError("task.files", str(path), None, "file has a header but no rows")
+    return df
+
+
+def encode_labels(values, task_cfg, source: str) -> np.ndarray:
+    """Labels as ids (classification) or floats (regression); anything else is an error."""
+    if task_cfg.kind == "reg":
+        try:
+            return np.asarray([float(v) for v in values], dtype=np.float32)
+        except ValueError as e:
+            raise ConfigError("task.label_field", str(e), None, f"non-numeric score in {source}") from None
+    names = list(task_cfg.label_names) if task_cfg.get("label_names") else None
+    valid = names if names else list(range(task_cfg.num_labels))
+    lookup = {str(n): i for i, n in enumerate(valid)}
+    ids = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        key = str(v).strip()
+        if key not in lookup:
+            raise ConfigError(f"{source} row {i} label", v, valid, "label outside the task's label set")
+        ids[i] = lookup[key]
+    return ids
+
+
+def _hub_frame(task_cfg, split: str) -> pd.DataFrame:
+    from datasets import load_dataset  # network path: only when no mirror is set
+
+    hub = task_cfg.hub
+    ds = load_dataset(hub.path, hub.name, split=hub.splits[split])
+    df = ds.to_pandas()
+    cols = dict(zip(hub.text_fields, task_cfg.text_fields))
+    cols[hub.label_field] = task_cfg.label_field
+    return df.rename(columns=cols)
+
+
+def load_split(task_cfg, data_dir: str | None, split: str) -> tuple[list[list[str]], np.ndarray, str]:
+    """(texts per field, labels, a fingerprint of the source) for one split."""
+    path = check_split_file(task_cfg, data_dir, split)
+    if path is None:
+        df, source = _hub_frame(task_cfg, split), f"hub:{task_cfg.hub.path}/{task_cfg.hub.name}/{split}"
+        label_ids = np.asarray(df[task_cfg.label_field].to_numpy())
+        if task_cfg.kind == "reg":
+            label_ids = label_ids.astype(np.float32)
+    else:
+        df = read_tsv(path, task_cfg.text_fields, task_cfg.label_field)
+        st = path.stat()
+        source = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        label_ids = encode_labels(df[task_cfg.label_field].tolist(), task_cfg, str(path))
+    texts = [df[f].tolist() for f in task_cfg.text_fields]
+    return texts, label_ids, source
+
+
+def tokenized_split(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: int) -> Dataset:
+    """Tokenised split, cached on disk keyed by source file, tokenizer and max length."""
+    texts, labels, source = load_split(task_cfg, data_dir, split)
+    tok_id = f"{tokenizer.name_or_path}:{len(tokenizer)}:{type(tokenizer).__name__}"
+    key = hashlib.sha256(json.dumps([source, tok_id, max_length, list(task_cfg.text_fields),
+                                     task_cfg.kind, 2]).encode()).hexdigest()[:20]
+    path = cache_dir() / "tokenized" / f"{task_cfg.name}-{split}-{key}"
+    if (path / "dataset_info.json").exists():
+        return load_from_disk(str(path))
+    enc = tokenizer(*texts, truncation=True, max_length=max_length)
+    ds = Dataset.from_dict({"input_ids": enc["input_ids"],
+                            **({"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}),
+                            "labels": labels.tolist()})
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    ds.save_to_disk(str(tmp))
+    try:
+        tmp.rename(path)  # atomic publish: a killed run never leaves a half-written cache
+    except OSError:  # a parallel job published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_from_disk(str(path))

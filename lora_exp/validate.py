@@ -1,0 +1,76 @@
+"""Check a composed config before any work starts (no model load, no data read).
+
+Every failure is a :class:`ConfigError` naming the key, the value and what would be valid.
+Checks that need the live model (a target module missing from some blocks, rank > min(d, k))
+run when the method is applied, still before the first training step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lora_exp.spec import WEIGHT_TYPES, ConfigError
+
+
+def _int(cfg, key: str, value, minimum: int | None = None, maximum: int | None = None,
+         allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, value, f"an integer{f' >= {minimum}' if minimum is not None else ''}",
+                          "not an integer")
+    if minimum is not None and value < minimum:
+        raise ConfigError(key, value, f"an integer >= {minimum}" +
+                          (f" and <= {maximum}" if maximum is not None else ""))
+    if maximum is not None and value > maximum:
+        raise ConfigError(key, value, f"an integer <= {maximum}")
+
+
+def _positive(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(key, value, "a number > 0")
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError for the first bad value found in ``cfg``."""
+    _int(cfg, "seed", cfg.seed, 0)
+    arch = cfg.model.architecture
+    d_model = int(arch.hidden_size)
+    _int(cfg, "rank", cfg.rank, 1, d_model)  # r <= min(d, k) for the d×d attention weights
+    m = cfg.method
+    if "targets" in m:
+        valid = sorted(cfg.model.targets)
+        targets = list(m.targets) if not isinstance(m.targets, str) else [m.targets]
+        if not targets:
+            raise ConfigError("method.targets", targets, valid, "empty")
+        for t in targets:
+            if t not in cfg.model.targets:
+                known = "a paper weight type, but" if t in WEIGHT_TYPES else "not a weight type;"
+                raise ConfigError("method.targets", t, valid, f"{known} not defined by model "
+                                  f"{cfg.model.name}")
+    if "alpha" in m:
+        _positive("method.alpha", m.alpha)
+    if "dropout" in m and not (isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1):
+        raise ConfigError("method.dropout", m.dropout, "a probability in [0, 1)")
+    t = cfg.trainer
+    _int(cfg, "trainer.batch_size", t.batch_size, 1)
+    _int(cfg, "trainer.grad_accum", t.grad_accum, 1)
+    _int(cfg, "trainer.max_steps", t.max_steps, 0, allow_none=True)
+    _int(cfg, "trainer.epochs", t.epochs, 1)
+    _int(cfg, "trainer.max_train_samples", t.max_train_samples, 1, allow_none=True)
+    _int(cfg, "trainer.max_eval_samples", t.max_eval_samples, 1, allow_none=True)
+    _int(cfg, "trainer.max_length", t.max_length, 8)
+    _positive("trainer.lr", t.lr)
+    if not (0 <= t.warmup_ratio < 1):
+        raise ConfigError("trainer.warmup_ratio", t.warmup_ratio, "a fraction in [0, 1)")
+    if t.eval_every != "epoch":
+        _int(cfg, "trainer.eval_every", t.eval_every, 1)
+    if t.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError("trainer.device", t.device, ["auto", "cpu", "cuda"])
+    if t.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError("trainer.precision", t.precision, ["auto", "fp32", "bf16", "fp16"])
+    if cfg.init_from is not None and not Path(str(cfg.init_from)).is_dir():
+        raise ConfigError("init_from", cfg.init_from, "a run directory holding "
+                          "adapter_model.safetensors + adapter_config.json", "no such directory")
+    if cfg.data_dir is not None and not Path(str(cfg.data_dir)).is_dir():
+        raise ConfigError("data_dir", cfg.data_dir, "an existing folder laid out like ../shared/data, "
+                          "or null for the HF hub", "no such directory")
