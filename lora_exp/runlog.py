@@ -63,3 +63,27 @@ def git_sha() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+class Tracker:
+    """Optional experiment tracker beside the local files: ``logger=wandb`` (offline by default).
+
+    The local files are always written; the tracker only mirrors them.
+    """
+
+    def __init__(self, logger_cfg, out_dir: Path, config: dict, name: str):
+        self.run = None
+        if logger_cfg.name == "wandb":
+            import wandb
+
+            self.run = wandb.init(project=logger_cfg.project, mode=logger_cfg.mode, dir=str(out_dir),
+                                  config=config, name=name, reinit="finish_previous")
+
+    def log(self, record: dict, step: int) -> None:
+        if self.run is not None:
+            self.run.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+
+    def finish(self, summary: dict) -> None:
+        if self.run is not None:
+            self.run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+            self.run.finish()

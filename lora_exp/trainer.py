@@ -22,12 +22,21 @@ from lora_exp import checkpoint, metrics
 from lora_exp.data import LengthGroupedBatches, collate, subset
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model, describe, load_tokenizer
-from lora_exp.runlog import append_jsonl, git_sha, write_json
+from lora_exp.runlog import Tracker, append_jsonl, git_sha, write_json
 from lora_exp.spec import ModelSpec
 from lora_exp.tasks.glue import check_split_file, tokenized_split
 from lora_exp.validate import validate
 
 log = logging.getLogger("lora_exp")
+
+
+def quiet_libraries() -> None:
+    """Keep HF's per-load reports and datasets' bars out of the run log; ours say what matters."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
 
 
 def seed_everything(seed: int) -> None:
@@ -152,6 +161,7 @@ def train(cfg, out_dir: Path) -> dict:
 
     history: list[dict] = []
     metrics_path = out_dir / "metrics.jsonl"
+    tracker = Tracker(cfg.logger, out_dir, OmegaConf.to_container(cfg, resolve=True), cfg.run_name)
 
     def run_eval(step: int, epoch: float, train_loss: float | None) -> None:
         rec = {"step": step, "epoch": round(epoch, 4), "train_loss": train_loss}
@@ -160,6 +170,7 @@ def train(cfg, out_dir: Path) -> dict:
                 model, ds, task, tcfg.eval_batch_size, pad_id, device, amp_dtype).items()})
         history.append(rec)
         append_jsonl(metrics_path, rec)
+        tracker.log(rec, step)
         shown = ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if "/" in k)
         log.info("step %d (epoch %.2f): %s", step, epoch, shown)
 
@@ -209,8 +220,10 @@ def train(cfg, out_dir: Path) -> dict:
     if tcfg.save_trained:
         checkpoint.save_trained(model, trained, out_dir, meta, result, spec.head, task.kind,
                                 cfg.model.get("hub_id") or cfg.model.name)
-    return {"params": params, "metrics": summarize(history, task), "steps": step,
-            "history_len": len(history)}
+    body = {"params": params, "metrics": summarize(history, task), "steps": step,
+            "evaluations": len(history)}
+    tracker.finish({"trainable": params["trainable"], "steps": step})
+    return body
 
 
 def summarize(history: list[dict], task_cfg) -> dict:
@@ -230,6 +243,7 @@ def summarize(history: list[dict], task_cfg) -> dict:
 def run(cfg, out_dir: Path) -> dict:
     """Entry point used by ``run.py``: validate, then dry-run or train; always write summary.json."""
     out_dir = Path(out_dir)
+    quiet_libraries()
     start = time.time()
     summary = {"status": "running", "task": cfg.task.name, "model": cfg.model.name,
                "method": cfg.method.name, "rank": cfg.rank, "seed": cfg.seed,

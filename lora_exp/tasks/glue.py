@@ -45,8 +45,12 @@ def check_split_file(task_cfg, data_dir: str | None, split: str) -> Path | None:
     if not path.is_file():
         folder = path.parent
         holds = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-        where = (f"{folder} holds {holds}" if folder.is_dir()
-                 else f"{folder} does not exist (data_dir={data_dir})")
+        if folder.is_dir():
+            where = f"{folder} holds {holds}"
+        else:
+            root = Path(data_dir) if data_dir else folder.parent
+            tasks = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+            where = f"{folder} does not exist; data_dir={data_dir} holds {tasks}"
         note = task_cfg.get("mirror_note")
         raise ConfigError(f"task.files.{split}", str(path), None,
                           f"file not found; {where}" + (f". {note}" if note else ""))

@@ -1,0 +1,52 @@
+"""Test set-up: offline, deterministic, small. Real data is read from ../shared/data."""
+import os
+
+# Before any HF import: no hub access, no wandb, no tokenizer thread pools.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import lora_exp  # noqa: E402  (registers config resolvers)
+
+DATA_DIR = Path(os.environ.get("LORA_EXP_DATA_DIR") or REPO.parent / "shared" / "data")
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "sst2" / "train.tsv").is_file():
+        pytest.fail(f"real data not found at {DATA_DIR}: put ../shared beside the checkout "
+                    "or set LORA_EXP_DATA_DIR")
+    return DATA_DIR
+
+
+def compose(overrides: list[str]):
+    """Compose conf/config.yaml with overrides, as `python run.py ...` would."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def make_cfg():
+    return compose
