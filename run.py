@@ -4,6 +4,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import lora_exp  # noqa: F401  (registers the config resolvers)
@@ -15,13 +16,24 @@ log = logging.getLogger("lora_exp")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    out_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    out_dir = hydra_cfg.runtime.output_dir
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         summary = run(cfg, out_dir)
     except ConfigError as e:  # bad input: a short message, no traceback
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
+        if sweeping:  # recorded as failed; the sweep goes on and exits 1 at the end
+            return None
         sys.exit(2)
+    except Exception:
+        if sweeping:
+            log.exception("job failed: %s", out_dir)
+            return None
+        raise
+    if "metrics" not in summary:  # torchrun ranks other than 0 report nothing
+        return None
     log.info("run %s: %s", summary["status"], out_dir)
     print(f"run directory: {out_dir}")
     best = summary.get("metrics", {})

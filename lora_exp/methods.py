@@ -48,9 +48,44 @@ def _full_ft(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
     return apply(model, spec, cfg)
 
 
+def _ft_top2(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
+    from baselines.ft_top2 import apply
+
+    return apply(model, spec, cfg)
+
+
+def _bitfit(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
+    from baselines.bitfit import apply
+
+    return apply(model, spec, cfg)
+
+
+def _prefix_embed(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
+    from baselines.prefix import apply_prefix_embed
+
+    return apply_prefix_embed(model, spec, cfg)
+
+
+def _prefix_layer(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
+    from baselines.prefix import apply_prefix_layer
+
+    return apply_prefix_layer(model, spec, cfg)
+
+
+def _adapter(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
+    from baselines.adapters import apply
+
+    return apply(model, spec, cfg)
+
+
 METHODS: dict[str, Callable[[nn.Module, ModelSpec, object], MethodResult]] = {
     "lora": _lora,
     "full_ft": _full_ft,
+    "ft_top2": _ft_top2,
+    "bitfit": _bitfit,
+    "prefix_embed": _prefix_embed,
+    "prefix_layer": _prefix_layer,
+    "adapter": _adapter,
 }
 
 

@@ -46,13 +46,10 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """One line per evaluation; a line is written whole with a single write call."""
-    line = json.dumps(_clean(record)) + "\n"
-    with open(path, "a") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """One JSON object per line, the whole file replaced atomically."""
+    text = "".join(json.dumps(_clean(r)) + "\n" for r in records)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def git_sha() -> str | None:
@@ -73,7 +70,7 @@ class Tracker:
 
     def __init__(self, logger_cfg, out_dir: Path, config: dict, name: str):
         self.run = None
-        if logger_cfg.name == "wandb":
+        if logger_cfg is not None and logger_cfg.name == "wandb":
             import wandb
 
             self.run = wandb.init(project=logger_cfg.project, mode=logger_cfg.mode, dir=str(out_dir),

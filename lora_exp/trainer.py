@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -18,11 +19,12 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from lora_exp import checkpoint, metrics
+from lora_exp import checkpoint, dist, metrics, resume
 from lora_exp.data import LengthGroupedBatches, collate, subset
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model, describe, load_tokenizer
-from lora_exp.runlog import Tracker, append_jsonl, git_sha, write_json
+from lora_exp.resume import TrainState
+from lora_exp.runlog import Tracker, git_sha, write_json, write_jsonl
 from lora_exp.spec import ModelSpec
 from lora_exp.tasks.glue import check_split_file, tokenized_split
 from lora_exp.validate import validate
@@ -101,6 +103,33 @@ def evaluate(model, ds, task_cfg, batch_size: int, pad_id: int, device, amp_dtyp
                            torch.cat(labels).numpy(), task_cfg.kind)
 
 
+def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg) -> float:
+    """One optimizer step over ``group`` (the micro-batches of one accumulation); returns the loss.
+
+    Each micro-batch's loss is weighted by its share of the step's rows, so accumulation (and a
+    batch split across DDP ranks) gives the gradient of one big batch.
+    """
+    n_rows = sum(len(b) for b in group)
+    world, rank = dist.world_size(), dist.rank()
+    total = 0.0
+    for idx in group:
+        local = idx[rank::world]  # this rank's share of the batch (all of it without DDP)
+        batch = {k: v.to(device) for k, v in collate(ds, local, pad_id).items()}
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = model(**batch).loss
+        weight = len(local) * world / n_rows  # DDP averages over ranks: undo it with * world
+        scaler.scale(loss * weight).backward()
+        total += loss.item() * len(local) / n_rows
+    if tcfg.max_grad_norm:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                       tcfg.max_grad_norm)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return dist.all_reduce_sum(total)  # the step's mean loss over all ranks' rows
+
+
 def _splits(task_cfg) -> list[str]:
     return ["train", *task_cfg.eval_splits]
 
@@ -126,6 +155,8 @@ def train(cfg, out_dir: Path) -> dict:
         check_split_file(task, data_dir, split)
     seed_everything(cfg.seed)
     device = pick_device(tcfg.device)
+    if dist.enabled() and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     amp_dtype = pick_precision(tcfg.precision, device)
 
     spec = ModelSpec.from_cfg(cfg.model, task.kind)
@@ -159,65 +190,62 @@ def train(cfg, out_dir: Path) -> dict:
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     eval_every = steps_per_epoch if tcfg.eval_every == "epoch" else int(tcfg.eval_every)
 
-    history: list[dict] = []
-    metrics_path = out_dir / "metrics.jsonl"
-    tracker = Tracker(cfg.logger, out_dir, OmegaConf.to_container(cfg, resolve=True), cfg.run_name)
+    tracker = Tracker(cfg.logger if dist.is_main() else None, out_dir,
+                      OmegaConf.to_container(cfg, resolve=True), cfg.run_name)
+    state = TrainState()
+    if cfg.resume and resume.has_state(out_dir):
+        state = resume.load_state(out_dir, model, opt, sched, scaler)
+        log.info("resumed from %s at step %d", out_dir / resume.FILE, state.step)
+    ddp_model = dist.wrap(model, device)
 
-    def run_eval(step: int, epoch: float, train_loss: float | None) -> None:
-        rec = {"step": step, "epoch": round(epoch, 4), "train_loss": train_loss}
-        for split, ds in eval_ds.items():
-            rec.update({f"{split}/{k}": v for k, v in evaluate(
-                model, ds, task, tcfg.eval_batch_size, pad_id, device, amp_dtype).items()})
-        history.append(rec)
-        append_jsonl(metrics_path, rec)
-        tracker.log(rec, step)
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if "/" in k)
-        log.info("step %d (epoch %.2f): %s", step, epoch, shown)
+    def run_eval() -> None:
+        rec = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4),
+               "train_loss": state.running_loss / state.n_loss if state.n_loss else None}
+        if dist.is_main():
+            for split, ds in eval_ds.items():
+                rec.update({f"{split}/{k}": v for k, v in evaluate(
+                    model, ds, task, tcfg.eval_batch_size, pad_id, device, amp_dtype).items()})
+            state.history.append(rec)
+            # Rewritten whole (atomically) at every evaluation: never a half line after a kill.
+            write_jsonl(out_dir / "metrics.jsonl", state.history)
+            tracker.log(rec, state.step)
+            log.info("step %d (epoch %.2f): %s", state.step, rec["epoch"],
+                     ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if "/" in k))
+        dist.barrier()
+        state.running_loss, state.n_loss = 0.0, 0
 
     model.train()
-    step, epoch, running, n_loss = 0, 0, 0.0, 0
-    bar = tqdm(total=total, desc=f"{cfg.method.name} {task.name}", unit="step",
-               disable=not tcfg.progress, mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    while step < total:
-        batches = sampler.batches(epoch)
-        for i in range(0, len(batches), tcfg.grad_accum):
-            if step >= total:
-                break
-            group = batches[i:i + tcfg.grad_accum]
-            n_rows = sum(len(b) for b in group)
-            for idx in group:
-                batch = {k: v.to(device) for k, v in collate(train_ds, idx, pad_id).items()}
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = model(**batch).loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {step}: stopping "
-                                             "(lower trainer.lr or check the data)")
-                # Weight each micro-batch by its rows so accumulation equals one big batch.
-                scaler.scale(loss * (len(idx) / n_rows)).backward()
-                running += loss.item() * len(idx) / n_rows
-            if tcfg.max_grad_norm:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                               tcfg.max_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
+    bar = tqdm(total=total, initial=state.step, desc=f"{cfg.method.name} {task.name}", unit="step",
+               disable=not (tcfg.progress and dist.is_main()),
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    while state.step < total:
+        batches = sampler.batches(state.epoch)
+        while state.pos < len(batches) and state.step < total:
+            group = batches[state.pos:state.pos + tcfg.grad_accum]
+            loss = train_step(ddp_model, group, train_ds, pad_id, device, amp_dtype, opt, scaler, tcfg)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {state.step}: stopping; the last "
+                                         "good checkpoint is kept (lower trainer.lr or check the data)")
             sched.step()
-            step += 1
-            n_loss += 1
+            state.step, state.pos = state.step + 1, state.pos + tcfg.grad_accum
+            state.running_loss, state.n_loss = state.running_loss + loss, state.n_loss + 1
             bar.update(1)
-            if step % eval_every == 0 or step == total:
-                run_eval(step, step / steps_per_epoch, running / max(1, n_loss))
-                bar.set_postfix(loss=f"{running / max(1, n_loss):.4f}")
-                running, n_loss = 0.0, 0
-        epoch += 1
+            if state.step % eval_every == 0 or state.step == total:
+                run_eval()
+            if tcfg.checkpoint_every and state.step % tcfg.checkpoint_every == 0 and dist.is_main():
+                resume.save_state(out_dir, model, trained, opt, sched, scaler, state)
+        if state.pos >= len(batches):
+            state.epoch, state.pos = state.epoch + 1, 0
     bar.close()
-    if not history:  # max_steps=0: evaluate only (e.g. an init_from checkpoint)
-        run_eval(0, 0.0, None)
+    history, step = state.history, state.step
+    if not dist.is_main():
+        return {"steps": step}
+    if state.step == 0:  # max_steps=0: evaluate only (e.g. an init_from checkpoint)
+        run_eval()
 
     meta = {"model": cfg.model.name, "method": cfg.method.name, "task": task.name,
             "task_kind": task.kind, "num_labels": task.num_labels}
-    if tcfg.save_trained:
+    if tcfg.save_trained and dist.is_main():
         checkpoint.save_trained(model, trained, out_dir, meta, result, spec.head, task.kind,
                                 cfg.model.get("hub_id") or cfg.model.name)
     body = {"params": params, "metrics": summarize(history, task), "steps": step,
@@ -241,22 +269,31 @@ def summarize(history: list[dict], task_cfg) -> dict:
 
 
 def run(cfg, out_dir: Path) -> dict:
-    """Entry point used by ``run.py``: validate, then dry-run or train; always write summary.json."""
+    """Entry point used by ``run.py``: validate, then dry-run or train; always write summary.json
+    (``running`` while it works, then ``ok`` or ``failed`` with the error). Under torchrun only
+    rank 0 writes."""
     out_dir = Path(out_dir)
     quiet_libraries()
     start = time.time()
+    main = dist.is_main()
     summary = {"status": "running", "task": cfg.task.name, "model": cfg.model.name,
                "method": cfg.method.name, "rank": cfg.rank, "seed": cfg.seed,
-               "git_sha": git_sha(), "config": OmegaConf.to_container(cfg, resolve=True)}
-    write_json(out_dir / "summary.json", summary)
+               "git_sha": git_sha(), "pid": os.getpid(), "started_at": time.time(),
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    if main:
+        write_json(out_dir / "summary.json", summary)
     try:
         validate(cfg)
         body = dry_run(cfg, out_dir) if cfg.dry_run else train(cfg, out_dir)
     except BaseException as e:
         summary.update(status="failed", error=f"{type(e).__name__}: {e}",
                        wall_s=round(time.time() - start, 3))
-        write_json(out_dir / "summary.json", summary)
+        if main:
+            write_json(out_dir / "summary.json", summary)
         raise
-    summary.update(body, status="ok", wall_s=round(time.time() - start, 3))
-    write_json(out_dir / "summary.json", summary)
+    finally:
+        dist.shutdown()
+    summary.update(body, status="ok", wall_s=round(time.time() - start, 3), finished_at=time.time())
+    if main:
+        write_json(out_dir / "summary.json", summary)
     return summary

@@ -54,6 +54,7 @@ def validate(cfg) -> None:
     t = cfg.trainer
     _int(cfg, "trainer.batch_size", t.batch_size, 1)
     _int(cfg, "trainer.grad_accum", t.grad_accum, 1)
+    _int(cfg, "trainer.checkpoint_every", t.checkpoint_every, 1, allow_none=True)
     _int(cfg, "trainer.max_steps", t.max_steps, 0, allow_none=True)
     _int(cfg, "trainer.epochs", t.epochs, 1)
     _int(cfg, "trainer.max_train_samples", t.max_train_samples, 1, allow_none=True)

@@ -77,3 +77,27 @@ def test_multirun_over_ranks(tmp_path, data_dir):
         assert s["status"] == "ok" and s["params"]["trainable"] == 2 * 2 * 32 * rank * 2
         assert (path.parent / "metrics.jsonl").is_file() and (path.parent / ".hydra").is_dir()
         assert (path.parent / "adapter_model.safetensors").is_file()
+
+
+def test_multirun_isolates_a_failing_job(tmp_path, data_dir):
+    """4 jobs, one with a bad rank: 3 ok, 1 failed with its reason, and the command exits 1."""
+    proc, out = run_cli(["model=tiny_bert", "trainer=smoke", "rank=1,2,4,64", f"data_dir={data_dir}"],
+                        tmp_path, multirun=True)
+    assert proc.returncode != 0
+    summaries = {json.loads(p.read_text())["rank"]: json.loads(p.read_text())
+                 for p in out.glob("*/summary.json")}
+    assert sorted(summaries) == [1, 2, 4, 64]
+    assert [summaries[r]["status"] for r in (1, 2, 4)] == ["ok"] * 3
+    assert summaries[64]["status"] == "failed" and "rank=64" in summaries[64]["error"]
+    assert "1 job(s) of the sweep failed" in proc.stderr
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
+    proc, out = run_cli(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=tiny_bert",
+                         "trainer=smoke", "rank=1,2", f"data_dir={data_dir}"], tmp_path, multirun=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
+    assert len(runs) == 2 and all(r["status"] == "ok" for r in runs)
+    assert runs[0]["pid"] != runs[1]["pid"]  # separate worker processes
+    first, second = sorted(runs, key=lambda r: r["started_at"])
+    assert second["started_at"] < first["finished_at"]  # they overlapped in time
