@@ -42,6 +42,8 @@ def validate(cfg) -> None:
         targets = list(m.targets) if not isinstance(m.targets, str) else [m.targets]
         if not targets:
             raise ConfigError("method.targets", targets, valid, "empty")
+        if len(set(targets)) != len(targets):
+            raise ConfigError("method.targets", targets, valid, "a weight type is listed twice")
         for t in targets:
             if t not in cfg.model.targets:
                 known = "a paper weight type, but" if t in WEIGHT_TYPES else "not a weight type;"
@@ -69,9 +71,23 @@ def validate(cfg) -> None:
         raise ConfigError("trainer.device", t.device, ["auto", "cpu", "cuda"])
     if t.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError("trainer.precision", t.precision, ["auto", "fp32", "bf16", "fp16"])
-    if cfg.init_from is not None and not Path(str(cfg.init_from)).is_dir():
-        raise ConfigError("init_from", cfg.init_from, "a run directory holding "
-                          "adapter_model.safetensors + adapter_config.json", "no such directory")
+    if cfg.init_from is not None:
+        _check_init_from(cfg)
     if cfg.data_dir is not None and not Path(str(cfg.data_dir)).is_dir():
         raise ConfigError("data_dir", cfg.data_dir, "an existing folder laid out like ../shared/data, "
                           "or null for the HF hub", "no such directory")
+
+
+def _check_init_from(cfg) -> None:
+    """The run to start from exists, is safetensors, and was trained with this model and method."""
+    from lora_exp.checkpoint import CONFIG, WEIGHTS, read_config
+
+    run_dir = Path(str(cfg.init_from))
+    valid = f"a run directory holding {WEIGHTS} + {CONFIG}"
+    if not run_dir.is_dir():
+        raise ConfigError("init_from", cfg.init_from, valid, "no such directory")
+    meta = read_config(run_dir).get("lora_exp", {})
+    for key, want in (("model", cfg.model.name), ("method", cfg.method.name)):
+        if meta.get(key) != want:
+            raise ConfigError("init_from", cfg.init_from, f"a run of {key}={want}",
+                              f"it was trained with {key}={meta.get(key)}")

@@ -60,12 +60,22 @@ def check_split_file(task_cfg, data_dir: str | None, split: str) -> Path | None:
 
 
 def read_tsv(path: Path, text_fields: list[str], label_field: str | None) -> pd.DataFrame:
-    """Read a GLUE TSV as strings (QUOTE_NONE: some sentences begin with a quote)."""
+    """Read a GLUE TSV as strings (QUOTE_NONE: some sentences begin with a quote).
+
+    Every row must have the header's number of fields: a short or long row is an error with
+    its line number, never a silently shifted column.
+    """
     try:
-        df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str,
-                         keep_default_na=False, on_bad_lines="error")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as e:
         raise ConfigError("task.files", str(path), None, f"not a readable TSV ({e})") from None
+    header, body = rows[0], [r for r in rows[1:] if r]
+    for i, r in enumerate(body):
+        if len(r) != len(header):
+            raise ConfigError("task.files", str(path), None, f"not a readable TSV: line {i + 2} has "
+                              f"{len(r)} fields, the header has {len(header)}")
+    df = pd.DataFrame(body, columns=header)
     need = list(text_fields) + ([label_field] if label_field else [])
     absent = [c for c in need if c not in df.columns]
     if absent:
@@ -90,7 +100,8 @@ def encode_labels(values, task_cfg, source: str) -> np.ndarray:
     for i, v in enumerate(values):
         key = str(v).strip()
         if key not in lookup:
-            raise ConfigError(f"{source} row {i} label", v, valid, "label outside the task's label set")
+            raise ConfigError(f"{source} line {i + 2} label", v, valid,  # +2: header, 1-based
+                              "label outside the task's label set")
         ids[i] = lookup[key]
     return ids
 

@@ -1,0 +1,155 @@
+"""The bad-input catalogue: each case fails before training with a message naming the key, the
+value and what would be valid, and no run is marked "ok". (tests/test_cli.py checks that the
+command line turns these errors into a short message and a non-zero exit.)"""
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+from hydra.errors import HydraException
+
+from lora_exp.spec import ConfigError
+from lora_exp.trainer import run
+
+SMOKE = ["model=tiny_bert", "trainer=smoke"]
+
+# (id, overrides, expected substrings of the error)
+CONFIG_CASES = [
+    ("unknown model", ["model=nosuch"], ["model/nosuch", "minilm"]),
+    ("unknown method", ["method=nosuch"], ["method/nosuch", "lora"]),
+    ("unknown task", ["task=nosuch"], ["task/nosuch", "sst2"]),
+    ("unknown logger", ["logger=nosuch"], ["logger/nosuch", "wandb"]),
+    ("rank zero", ["rank=0"], ["rank=0", "integer >= 1"]),
+    ("rank negative", ["rank=-3"], ["rank=-3", "integer >= 1"]),
+    ("rank not an integer", ["rank=abc"], ["rank='abc'", "not an integer"]),
+    ("rank fractional", ["rank=2.5"], ["rank=2.5", "not an integer"]),
+    ("rank above min(d, k)", ["rank=64"], ["rank=64", "<= 32"]),
+    ("alpha zero", ["method.alpha=0"], ["method.alpha=0", "> 0"]),
+    ("alpha negative", ["method.alpha=-8"], ["method.alpha=-8", "> 0"]),
+    ("unknown weight type", ["method.targets=[wz]"], ["method.targets='wz'", "wq"]),
+    ("no weight type", ["method.targets=[]"], ["method.targets=[]", "empty"]),
+    ("weight type twice", ["method.targets=[wq,wq]"], ["method.targets", "twice"]),
+    ("dropout above 1", ["method.dropout=1.5"], ["method.dropout=1.5", "[0, 1)"]),
+    ("max_steps negative", ["trainer.max_steps=-1"], ["trainer.max_steps=-1", ">= 0"]),
+    ("batch size zero", ["trainer.batch_size=0"], ["trainer.batch_size=0", ">= 1"]),
+    ("grad_accum zero", ["trainer.grad_accum=0"], ["trainer.grad_accum=0", ">= 1"]),
+    ("lr zero", ["trainer.lr=0"], ["trainer.lr=0", "> 0"]),
+    ("lr negative", ["trainer.lr=-1e-3"], ["trainer.lr=-0.001", "> 0"]),
+    ("warmup ratio above 1", ["trainer.warmup_ratio=1.5"], ["trainer.warmup_ratio=1.5", "[0, 1)"]),
+    ("eval_every zero", ["trainer.eval_every=0"], ["trainer.eval_every=0", ">= 1"]),
+    ("checkpoint_every zero", ["trainer.checkpoint_every=0"], ["trainer.checkpoint_every=0", ">= 1"]),
+    ("unknown device", ["trainer.device=tpu"], ["trainer.device='tpu'", "cpu"]),
+    ("unknown precision", ["trainer.precision=fp8"], ["trainer.precision='fp8'", "bf16"]),
+    ("max_length too small", ["trainer.max_length=0"], ["trainer.max_length=0", ">= 8"]),
+    ("seed negative", ["seed=-1"], ["seed=-1", ">= 0"]),
+    ("missing data_dir", ["data_dir=/nonexistent/mirror"], ["data_dir='/nonexistent/mirror'", "null"]),
+    ("init_from missing", ["init_from=/nonexistent/run"], ["init_from='/nonexistent/run'", "run directory"]),
+]
+
+
+def _expect_failure(make_cfg, tmp_path, overrides, needles, data_dir, exc=(ConfigError,)):
+    with pytest.raises(exc) as info:
+        cfg = make_cfg([*SMOKE, f"data_dir={data_dir}", *overrides])
+        run(cfg, tmp_path)
+    text = str(info.value)
+    for needle in needles:
+        assert needle in text, (needle, text)
+    summary = tmp_path / "summary.json"
+    if summary.exists():
+        assert json.loads(summary.read_text())["status"] == "failed"
+    assert not (tmp_path / "adapter_model.safetensors").exists()  # no work was done
+    return text
+
+
+@pytest.mark.parametrize("name,overrides,needles", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config(make_cfg, tmp_path, data_dir, name, overrides, needles):
+    exc = (ConfigError, HydraException) if name.startswith("unknown") and "=" in overrides[0] \
+        and overrides[0].split("=")[0] in ("model", "method", "task", "logger") else (ConfigError,)
+    _expect_failure(make_cfg, tmp_path, overrides, needles, data_dir, exc)
+
+
+@pytest.fixture
+def mirror(tmp_path, data_dir):
+    """A writable copy of the SST-2 part of the mirror, to break on purpose."""
+    root = tmp_path / "mirror"
+    (root / "sst2").mkdir(parents=True)
+    lines = (data_dir / "sst2" / "dev.tsv").read_text().splitlines()[:41]
+    (root / "sst2" / "dev.tsv").write_text("\n".join(lines) + "\n")
+    (root / "sst2" / "train.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+DATA_CASES = [
+    ("task folder missing", lambda r: shutil.rmtree(r / "sst2"), ["task.files.train", "holds"]),
+    ("train file missing", lambda r: (r / "sst2" / "train.tsv").unlink(), ["task.files.train", "dev.tsv"]),
+    ("train file empty", lambda r: (r / "sst2" / "train.tsv").write_text(""), ["task.files.train", "empty"]),
+    ("header only", lambda r: (r / "sst2" / "train.tsv").write_text("sentence\tlabel\n"), ["no rows"]),
+    ("column missing", lambda r: (r / "sst2" / "train.tsv").write_text("text\tlabel\nhi\t1\n"),
+     ["columns ['sentence'] are missing", "text"]),
+    ("label outside the label set", lambda r: (r / "sst2" / "train.tsv").write_text(
+        "sentence\tlabel\ngood\t1\nbad\t7\n"), ["label", "'7'", "[0, 1]"]),
+    ("malformed rows", lambda r: (r / "sst2" / "dev.tsv").write_text(
+        "sentence\tlabel\na\tb\tc\td\n"), ["not a readable TSV"]),
+]
+
+
+@pytest.mark.parametrize("name,breaker,needles", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_data_file(make_cfg, tmp_path, mirror, name, breaker, needles):
+    breaker(mirror)
+    _expect_failure(make_cfg, tmp_path / "run", [], needles, mirror)
+
+
+def test_regression_label_not_a_number(make_cfg, tmp_path, data_dir):
+    root = tmp_path / "mirror" / "stsb"
+    root.mkdir(parents=True)
+    header = (data_dir / "stsb" / "dev.tsv").read_text().splitlines()[0]
+    row = "\t".join(["0", "g", "f", "y", "0", "n", "n", "a b", "c d", "high"])
+    for split in ("train", "dev"):
+        (root / f"{split}.tsv").write_text(f"{header}\n{row}\n")
+    _expect_failure(make_cfg, tmp_path / "run", ["task=stsb"], ["non-numeric score"], tmp_path / "mirror")
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory, data_dir):
+    """Three finished runs to point init_from at: tiny_bert LoRA, tiny_bert full FT, tiny_gpt2 LoRA."""
+    from tests.conftest import compose
+
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for key, overrides in {"bert_lora": ["model=tiny_bert"], "bert_ft": ["model=tiny_bert", "method=full_ft"],
+                           "gpt2_lora": ["model=tiny_gpt2"]}.items():
+        run(compose([*overrides, "trainer=smoke", "trainer.max_steps=1", f"data_dir={data_dir}"]), root / key)
+        runs[key] = root / key
+    return runs
+
+
+def test_init_from_other_model(make_cfg, tmp_path, data_dir, trained_runs):
+    _expect_failure(make_cfg, tmp_path, [f"init_from={trained_runs['gpt2_lora']}"],
+                    ["init_from=", "model=tiny_bert", "trained with model=tiny_gpt2"], data_dir)
+
+
+def test_init_from_other_method(make_cfg, tmp_path, data_dir, trained_runs):
+    _expect_failure(make_cfg, tmp_path, [f"init_from={trained_runs['bert_ft']}"],
+                    ["method=lora", "trained with method=full_ft"], data_dir)
+
+
+def test_init_from_without_checkpoint(make_cfg, tmp_path, data_dir):
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    _expect_failure(make_cfg, tmp_path / "run", [f"init_from={empty}"],
+                    ["init_from=", "adapter_config.json is missing"], data_dir)
+
+
+def test_init_from_pickle_is_refused(make_cfg, tmp_path, data_dir, trained_runs):
+    """A pickle where the safetensors file should be is never unpickled."""
+    fake = tmp_path / "fake_run"
+    shutil.copytree(trained_runs["bert_lora"], fake)
+    with open(fake / "adapter_model.safetensors", "wb") as f:
+        pickle.dump({"x": torch.zeros(2)}, f)
+    _expect_failure(make_cfg, tmp_path / "run", [f"init_from={fake}"],
+                    ["not a safetensors file", "pickled checkpoints are refused"], data_dir)
+
+
+def test_catalogue_size():
+    assert len(CONFIG_CASES) + len(DATA_CASES) + 5 >= 30
