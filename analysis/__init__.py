@@ -1,0 +1,1 @@
+"""Post-hoc analysis of trained LoRA runs: subspace similarity and ΔW vs W (paper §7)."""
