@@ -59,3 +59,40 @@ def test_sigkill_then_resume_is_identical(tmp_path, data_dir):
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path, data_dir, monkeypatch):
+    """A loss that turns NaN at step 5: the run fails with a clear error, the checkpoint of
+    step 4 (the last good one) stays, and nothing is marked ok."""
+    import lora_exp.trainer as trainer_mod
+    from lora_exp.resume import FILE
+    from safetensors import safe_open
+
+    real_build = trainer_mod.build_model
+    calls = {"n": 0}
+
+    def build(*a, **kw):
+        model = real_build(*a, **kw)
+        forward = model.forward
+
+        def poisoned(*fa, **fkw):
+            out = forward(*fa, **fkw)
+            if model.training:
+                calls["n"] += 1
+                if calls["n"] >= 5:
+                    out.loss = out.loss * float("nan")
+            return out
+
+        model.forward = poisoned
+        return model
+
+    monkeypatch.setattr(trainer_mod, "build_model", build)
+    cfg = make_cfg(["model=tiny_bert", "trainer=smoke", "trainer.max_steps=10", "trainer.checkpoint_every=2",
+                    f"data_dir={data_dir}"])
+    with pytest.raises(FloatingPointError, match="loss is nan at step 4"):
+        trainer_mod.run(cfg, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "loss is nan" in summary["error"]
+    with safe_open(str(tmp_path / FILE), framework="pt") as f:
+        assert json.loads(f.metadata()["lora_exp"])["state"]["step"] == 4
+    assert not (tmp_path / "adapter_model.safetensors").exists()
