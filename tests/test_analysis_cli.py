@@ -1,0 +1,91 @@
+"""`python -m analysis ...` on real run directories (tiny models, a few steps each)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis.__main__ import main
+from analysis.runs import lora_factors, pretrained_weights
+from lora_exp.trainer import run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    from tests.conftest import compose
+
+    root = tmp_path_factory.mktemp("analysis_runs")
+    specs = {"r2": ["rank=2"], "r4": ["rank=4"], "r4_seed1": ["rank=4", "seed=1"],
+             "wk_only": ["method.targets=[wk]"], "full_ft": ["method=full_ft"],
+             "gpt2": ["model=tiny_gpt2", "rank=2"]}
+    for name, overrides in specs.items():
+        model = [] if any(o.startswith("model=") for o in overrides) else ["model=tiny_bert"]
+        run(compose([*model, "trainer=smoke", "trainer.lr=1e-2", f"data_dir={data_dir}", *overrides]),
+            root / "sweep" / name)
+    failed = root / "sweep" / "failed"
+    with pytest.raises(Exception):
+        run(compose(["model=tiny_bert", "trainer=smoke", "rank=999", f"data_dir={data_dir}"]), failed)
+    return root / "sweep"
+
+
+def test_factors_and_weights_follow_the_paper_layout(runs):
+    f = lora_factors(runs / "r4")
+    assert sorted(f) == [(0, "wq"), (0, "wv"), (1, "wq"), (1, "wv")]
+    assert f[(0, "wq")].A.shape == (4, 32) and f[(0, "wq")].B.shape == (32, 4)
+    w = pretrained_weights(runs / "r4", [(0, "wq")])[(0, "wq")]
+    assert w.shape == (32, 32)
+    # GPT-2: the q slice of the fused Conv1D, transposed to (d_out, d_in).
+    g = lora_factors(runs / "gpt2")
+    wq = pretrained_weights(runs / "gpt2", [(1, "wq")])[(1, "wq")]
+    assert g[(1, "wq")].delta_w.shape == wq.shape == (32, 32)
+
+
+def test_subspace_writes_tables_and_heatmaps(runs, tmp_path, capsys):
+    assert main(["subspace", str(runs / "r4"), str(runs / "r4_seed1"), "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "subspace.csv")
+    assert len(df) == 4 and df["phi_top1"].between(0, 1).all()
+    assert (tmp_path / "wq_layer0_phi.png").is_file() and (tmp_path / "wq_layer0_phi.csv").is_file()
+    assert (tmp_path / "random_phi.png").is_file() and (tmp_path / "wv_layer1_w_vs_delta.png").is_file()
+    assert "top-direction similarity" in capsys.readouterr().out
+
+
+def test_subspace_of_a_run_with_itself_is_one_on_the_diagonal(runs, tmp_path):
+    main(["subspace", str(runs / "r4"), str(runs / "r4"), "--out", str(tmp_path), "--no-w-vs-delta"])
+    phi = pd.read_csv(tmp_path / "wq_layer0_phi.csv", index_col=0).to_numpy()
+    assert abs(phi.diagonal() - 1).max() < 1e-9
+
+
+def test_delta_w_table(runs, tmp_path):
+    assert main(["delta-w", str(runs / "r2"), "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "delta_w.csv")
+    f = lora_factors(runs / "r2")[(0, "wq")]
+    row = df[(df.layer == 0) & (df.weight_type == "wq")].iloc[0]
+    assert row["norm_delta"] == pytest.approx(float(torch.linalg.matrix_norm(f.delta_w)), rel=1e-9)
+    assert row["amplification"] == pytest.approx(row["norm_delta"] / row["proj_delta"], rel=1e-9)
+
+
+def test_collect_keeps_failed_runs(runs, tmp_path):
+    assert main(["collect", str(runs), "--out", str(tmp_path)]) == 0
+    df = pd.read_parquet(tmp_path / "runs.parquet")
+    assert set(df["status"]) == {"ok", "failed"}
+    assert len(df.drop_duplicates("run_dir")) == 7
+    assert "failed" in (tmp_path / "runs.md").read_text()
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("full_ft", "no LoRA factors: method=full_ft"),
+    ("disjoint", "no layer × weight type in common"),
+    ("not_a_run", "not a run directory"),
+])
+def test_subspace_errors(runs, tmp_path, case, needle):
+    a, b = {"full_ft": (runs / "full_ft", runs / "r2"),
+            "disjoint": (runs / "r2", runs / "wk_only"),
+            "not_a_run": (tmp_path, runs / "r2")}[case]
+    proc = subprocess.run([sys.executable, "-m", "analysis", "subspace", str(a), str(b), "--out",
+                           str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr
