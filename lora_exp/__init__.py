@@ -12,5 +12,17 @@ def default_data_dir() -> str | None:
     return str(path) if path.is_dir() else None
 
 
-if not OmegaConf.has_resolver("default_data_dir"):
-    OmegaConf.register_new_resolver("default_data_dir", default_data_dir)
+def budget_rank(targets, budget: int) -> int:
+    """r for a fixed budget of r × (number of weight types), as in paper Table 5 (budget 8:
+    one type at r=8, two at r=4, four at r=2)."""
+    n = len(targets)
+    if n == 0 or budget % n:
+        from lora_exp.spec import ConfigError
+        raise ConfigError("method.targets", list(targets), f"a count that divides the budget {budget}",
+                          "the budget cannot be split evenly")
+    return budget // n
+
+
+for _name, _fn in {"default_data_dir": default_data_dir, "budget_rank": budget_rank}.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)

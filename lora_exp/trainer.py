@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from lora_exp import checkpoint, dist, metrics, resume
@@ -25,7 +26,7 @@ from lora_exp.methods import apply_method
 from lora_exp.models import build_model, describe, load_tokenizer
 from lora_exp.resume import TrainState
 from lora_exp.runlog import Tracker, git_sha, write_json, write_jsonl
-from lora_exp.spec import ModelSpec
+from lora_exp.spec import ConfigError, ModelSpec
 from lora_exp.tasks.glue import check_split_file, tokenized_split
 from lora_exp.validate import validate
 
@@ -51,7 +52,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from lora_exp.spec import ConfigError
         raise ConfigError("trainer.device", name, ["auto", "cpu"], "CUDA is not available here")
     return torch.device(name)
 
@@ -276,10 +276,15 @@ def run(cfg, out_dir: Path) -> dict:
     quiet_libraries()
     start = time.time()
     main = dist.is_main()
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:  # e.g. a resolver rejecting a value
+        if main:
+            write_json(out_dir / "summary.json", {"status": "failed", "error": str(e).splitlines()[0]})
+        raise ConfigError("config", str(e).splitlines()[0], None, "could not be resolved") from None
     summary = {"status": "running", "task": cfg.task.name, "model": cfg.model.name,
                "method": cfg.method.name, "rank": cfg.rank, "seed": cfg.seed,
-               "git_sha": git_sha(), "pid": os.getpid(), "started_at": time.time(),
-               "config": OmegaConf.to_container(cfg, resolve=True)}
+               "git_sha": git_sha(), "pid": os.getpid(), "started_at": time.time(), "config": resolved}
     if main:
         write_json(out_dir / "summary.json", summary)
     try:
