@@ -89,3 +89,20 @@ def test_subspace_errors(runs, tmp_path, case, needle):
     proc = subprocess.run([sys.executable, "-m", "analysis", "subspace", str(a), str(b), "--out",
                            str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_notebook_runs_top_to_bottom(runs, tmp_path, monkeypatch):
+    """notebooks/analysis.ipynb executes on fresh analysis outputs, so it cannot rot."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    out = tmp_path / "analysis"
+    main(["collect", str(runs), "--out", str(out)])
+    main(["subspace", str(runs / "r4"), str(runs / "r4_seed1"), "--out", str(out)])
+    main(["delta-w", str(runs / "r4"), "--out", str(out)])
+    nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("LORA_EXP_ANALYSIS_DIR", str(out))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the figures rendered
