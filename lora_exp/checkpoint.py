@@ -28,7 +28,7 @@ PREFIX = "base_model.model."
 def _peft_fields(result: MethodResult, head_modules: list[str], task_kind: str, base: str) -> dict:
     """peft ``LoraConfig`` fields, or {} when peft cannot express the run (fused slices, no LoRA)."""
     info = result.info
-    sites = info.get("sites")
+    sites = info.get("sites") if result.mergeable else None  # only LoRA runs are peft LoRA runs
     if not sites or any(s["slice_name"] is not None for s in sites):
         return {}
     return {
@@ -81,12 +81,19 @@ def read_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix(PREFIX): v for k, v in tensors.items()}
 
 
-def load_trained(model: nn.Module, run_dir: Path, expected: list[str]) -> dict:
+def load_trained(model: nn.Module, run_dir: Path, expected: list[str],
+                 optional: list[str] = ()) -> dict:
     """Copy a run's trained parameters into ``model`` in place; returns the run's metadata.
+
+    Args:
+        expected: parameters the file must hold (the method's).
+        optional: parameters loaded only when the file has them with the same shape (the task
+            head: starting RTE from an MNLI run keeps the adapter and re-initialises the 3-way
+            head, as the paper's MNLI-checkpoint start does).
 
     Raises:
         RuntimeError: the file's keys and the parameters this model trains differ (missing or
-            unexpected keys, or a shape mismatch).
+            unexpected keys, or a shape mismatch outside ``optional``).
     """
     meta = read_config(run_dir).get("lora_exp", {})
     tensors = read_weights(run_dir)
@@ -99,11 +106,15 @@ def load_trained(model: nn.Module, run_dir: Path, expected: list[str]) -> dict:
                            f"{unexpected[:5]} ({len(unexpected)}); was it trained with another "
                            f"model or method (it says model={meta.get('model')}, "
                            f"method={meta.get('method')})?")
+    skipped = []
     with torch.no_grad():
         for name, value in tensors.items():
             p = params[name]
             if p.shape != value.shape:
+                if name in optional:
+                    skipped.append(name)
+                    continue
                 raise RuntimeError(f"init_from={run_dir}: {name} has shape {tuple(value.shape)}, "
                                    f"the model has {tuple(p.shape)}")
             p.copy_(value.to(p.dtype))
-    return meta
+    return {**meta, "skipped": skipped}

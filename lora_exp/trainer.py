@@ -170,8 +170,10 @@ def train(cfg, out_dir: Path) -> dict:
     log.info("%s · method=%s · trainable %s (+ head %s) of %s", describe(cfg.model),
              cfg.method.name, f"{params['trainable']:,}", f"{params['head']:,}", f"{params['total']:,}")
     if cfg.init_from is not None:
-        checkpoint.load_trained(model, Path(str(cfg.init_from)), expected=result.trainable)
-        log.info("loaded trained parameters from %s", cfg.init_from)
+        loaded = checkpoint.load_trained(model, Path(str(cfg.init_from)), expected=result.trainable,
+                                         optional=head)
+        log.info("loaded trained parameters from %s%s", cfg.init_from,
+                 f" (new head: {loaded['skipped']} differ in shape)" if loaded["skipped"] else "")
     model.to(device)
 
     train_ds = subset(tokenized_split(task, data_dir, "train", tokenizer, tcfg.max_length),

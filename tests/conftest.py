@@ -24,7 +24,7 @@ import lora_exp  # noqa: E402  (registers config resolvers)
 
 DATA_DIR = Path(os.environ.get("LORA_EXP_DATA_DIR") or REPO.parent / "shared" / "data")
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
 
 
 @pytest.fixture(autouse=True)

@@ -80,3 +80,18 @@ def test_embedded_minilm_learns_real_sst2(make_cfg, tmp_path, data_dir):
         "trainer.progress=false", "seed=0"], data_dir)
     acc = summary["metrics"]["dev"]["final"]["accuracy"]
     assert acc >= 0.75, acc
+
+
+def test_init_from_a_run_of_another_task_keeps_the_adapter_and_a_fresh_head(make_cfg, tmp_path, data_dir):
+    """The paper's MNLI-checkpoint start: a 1-output STS-B run starts RTE (2 labels)."""
+    _run(make_cfg, tmp_path / "stsb", ["model=tiny_bert", "trainer=smoke", "task=stsb", "trainer.lr=1e-2"],
+         data_dir)
+    _, summary = _run(make_cfg, tmp_path / "rte", ["model=tiny_bert", "trainer=smoke", "task=rte",
+                                                    "trainer.max_steps=0", f"init_from={tmp_path / 'stsb'}"],
+                      data_dir)
+    assert summary["status"] == "ok"
+    a = load_file(str(tmp_path / "stsb" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "rte" / "adapter_model.safetensors"))
+    lora = [k for k in a if ".lora_" in k]
+    assert lora and all(torch.equal(a[k], b[k]) for k in lora)  # the adapter came along
+    assert a["base_model.model.classifier.weight"].shape != b["base_model.model.classifier.weight"].shape
