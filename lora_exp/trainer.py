@@ -285,7 +285,7 @@ def run(cfg, out_dir: Path) -> dict:
             write_json(out_dir / "summary.json", {"status": "failed", "error": str(e).splitlines()[0]})
         raise ConfigError("config", str(e).splitlines()[0], None, "could not be resolved") from None
     summary = {"status": "running", "task": cfg.task.name, "model": cfg.model.name,
-               "method": cfg.method.name, "rank": cfg.rank, "seed": cfg.seed,
+               "method": cfg.method.get("label") or cfg.method.name, "rank": cfg.rank, "seed": cfg.seed,
                "git_sha": git_sha(), "pid": os.getpid(), "started_at": time.time(), "config": resolved}
     if main:
         write_json(out_dir / "summary.json", summary)

@@ -13,8 +13,11 @@ def _names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def test_method_registry_matches_configs():
-    assert set(_names("method")) == set(METHODS)
+def test_method_registry_matches_configs(make_cfg):
+    """Every METHODS entry has its config, and every method config (presets included) names one."""
+    names = {make_cfg([f"method={m}"]).method.name for m in _names("method")}
+    assert names == set(METHODS)
+    assert set(METHODS) <= set(_names("method"))
 
 
 @pytest.mark.parametrize("task", _names("task"))
