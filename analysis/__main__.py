@@ -5,6 +5,7 @@ Commands (each takes ``--out DIR``):
   subspace RUN_A RUN_B    φ(A_a, A_b, i, j) per shared layer × weight type (Figs. 3, 4, 6, 7),
                           the Gaussian baseline, and W vs ΔW directions (Fig. 8)
   delta-w RUN             Table 7: ‖U^⊤ W V^⊤‖_F for U, V from ΔW, W and random; amplification
+  sweep OUTPUTS... --by method|rank,targets   median/mean over seeds per group, table + plot
 """
 from __future__ import annotations
 
@@ -29,6 +30,24 @@ def cmd_collect(args) -> pd.DataFrame:
     print(paths["md"].read_text())
     print(f"wrote {paths['csv']}, {paths['parquet']}, {paths['md']}")
     return df
+
+
+def cmd_sweep(args) -> pd.DataFrame:
+    from analysis import sweeps
+
+    out = Path(args.out)
+    df = collect_mod.collect(args.outputs)
+    collect_mod.write(df, out)
+    by = args.by.split(",")
+    table = sweeps.sweep_table(df, by, args.stat)
+    table.to_csv(out / "sweep.csv", index=False)
+    md = sweeps.to_markdown(table, by, args.stat)
+    (out / "sweep.md").write_text(md)
+    x, hue = (by[0], by[1] if len(by) > 1 else None)
+    sweeps.plot(table, x, hue, out / "sweep.png", args.stat)
+    print(md)
+    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'} and runs.* in {out}")
+    return table
 
 
 def _label(run_dir: Path) -> str:
@@ -110,7 +129,13 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("delta-w", help="Table 7 for every adapted weight of a LoRA run (§7.3)")
     d.add_argument("run")
     d.set_defaults(func=cmd_delta_w)
-    for q in (c, s, d):
+    w = sub.add_parser("sweep", help="median (or mean) over seeds per group and task, table + plot")
+    w.add_argument("outputs", nargs="+")
+    w.add_argument("--by", default="method", help="comma-separated grouping columns, e.g. rank,targets")
+    w.add_argument("--stat", default="median", choices=["median", "mean"],
+                   help="median: the GLUE protocol (Table 2); mean: the NLG protocol (Table 3)")
+    w.set_defaults(func=cmd_sweep)
+    for q in (c, s, d, w):
         q.add_argument("--out", required=True, help="folder to write into")
         q.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
     return p
@@ -121,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     try:
         args.func(args)
-    except (RunError, FileNotFoundError) as e:
+    except (RunError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = ["task", "model", "method", "rank", "targets", "alpha", "seed", "split", "metric",
-           "best", "final", "best_step", "trainable", "head", "wall_s", "status", "error", "run_dir"]
+           "is_main", "best", "final", "best_step", "trainable", "head", "wall_s", "status", "error",
+           "run_dir"]
 
 
 def find_runs(roots: list[str | Path]) -> list[Path]:
@@ -40,6 +41,7 @@ def rows_of(run_dir: Path) -> list[dict]:
             "status": "dry_run" if s.get("dry_run") else s.get("status"),
             "error": s.get("error"), "run_dir": str(run_dir)}
     metrics = s.get("metrics") or {}
+    main = metrics.get("main_metric") or ""
     rows = []
     for split, entry in metrics.items():
         if not isinstance(entry, dict) or "best" not in entry:
@@ -48,7 +50,8 @@ def rows_of(run_dir: Path) -> list[dict]:
         for name, value in best.items():
             if name in ("step", "epoch"):
                 continue
-            rows.append({**base, "split": split, "metric": name, "best": value,
+            rows.append({**base, "split": split, "metric": name, "is_main": main == f"{split}/{name}",
+                         "best": value,
                          "final": final.get(name), "best_step": best.get("step")})
     return rows or [{**base, "split": None, "metric": None, "best": None, "final": None}]
 

@@ -106,3 +106,11 @@ def test_notebook_runs_top_to_bottom(runs, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the figures rendered
+
+
+def test_sweep_table_and_plot(runs, tmp_path):
+    assert main(["sweep", str(runs), "--by", "rank,targets", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    r4 = table[(table["rank"] == 4) & (table["targets"] == "wq,wv")].iloc[0]
+    assert r4["n"] == 2 and r4["min"] <= r4["value"] <= r4["max"]  # seeds 0 and 1
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "[" in (tmp_path / "sweep.md").read_text()

@@ -1,0 +1,70 @@
+"""Sweep tables and plots from a collected run table (``python -m analysis sweep``).
+
+One row per group (method, rank, weight types ...), one column per task: the statistic over
+seeds of each run's main metric at its best evaluation (the paper's protocol: median of seeds
+for GLUE, Table 2; mean for NLG, Table 3), with the min-max spread and the trainable count.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and cluster nodes have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def sweep_table(df: pd.DataFrame, by: list[str], stat: str = "median") -> pd.DataFrame:
+    """Long table: one row per (group, task) with n, the statistic, min, max and trainable."""
+    main = df[(df["status"] == "ok") & (df["is_main"] == True)]  # noqa: E712  (a column, not a flag)
+    if main.empty:
+        raise ValueError("no finished runs with a main metric in the table")
+    keys = [*by, "task", "split", "metric"]
+    return (main.groupby(keys, dropna=False)
+            .agg(n=("best", "size"), value=("best", stat), min=("best", "min"), max=("best", "max"),
+                 trainable=("trainable", "first"))
+            .reset_index())
+
+
+def to_markdown(table: pd.DataFrame, by: list[str], stat: str, scale: float = 100.0) -> str:
+    """Wide Markdown: a column per task with ``stat [min–max] (n)``, then the trainable count."""
+    def cell(r) -> str:
+        return f"{r['value'] * scale:.1f} [{r['min'] * scale:.1f}–{r['max'] * scale:.1f}] ({r['n']})"
+
+    t = table.assign(cell=table.apply(cell, axis=1),
+                     col=table["task"] + " " + table["split"] + "/" + table["metric"])
+    wide = t.pivot_table(index=by, columns="col", values="cell", aggfunc="first")
+    counts = t.groupby(by, dropna=False)["trainable"].first()
+    wide.insert(0, "trainable", counts.map(lambda v: f"{int(v):,}"))
+    note = (f"{stat} over seeds of each run's best evaluation, ×{scale:g}; [min–max] over seeds; "
+            "(n) runs. trainable excludes the task head (the paper's count).")
+    return wide.reset_index().to_markdown(index=False) + "\n\n" + note + "\n"
+
+
+def plot(table: pd.DataFrame, x: str, hue: str | None, path: Path, stat: str) -> Path:
+    """Line plot of the statistic against ``x`` (one panel per task), spread as error bars."""
+    tasks = sorted(table["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        sub = table[table["task"] == task]
+        groups = sub.groupby(hue, dropna=False) if hue else [(None, sub)]
+        for name, g in groups:
+            g = g.sort_values(x)
+            xs = g[x].astype(str) if g[x].dtype == object else g[x]
+            ax.errorbar(xs, g["value"], yerr=[g["value"] - g["min"], g["max"] - g["value"]],
+                        marker="o", capsize=3, label=str(name) if hue else None)
+        if x == "rank":
+            ax.set_xscale("log", base=2)
+        ax.set_title(task)
+        ax.set_xlabel(x)
+        ax.set_ylabel(f"{sub['metric'].iloc[0]} ({stat}, min–max)")
+        if hue:
+            ax.legend(title=hue, fontsize=7)
+        ax.tick_params(axis="x", rotation=45 if x != "rank" else 0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
