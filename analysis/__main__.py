@@ -6,6 +6,7 @@ Commands (each takes ``--out DIR``):
                           the Gaussian baseline, and W vs ΔW directions (Fig. 8)
   delta-w RUN             Table 7: ‖U^⊤ W V^⊤‖_F for U, V from ΔW, W and random; amplification
   sweep OUTPUTS... --by method|rank,targets   median/mean over seeds per group, table + plot
+  report OUTPUTS...       subspace + delta-w on the r=8 / r=64 runs, claims checked, report.md
 """
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def cmd_sweep(args) -> pd.DataFrame:
     print(md)
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'} and runs.* in {out}")
     return table
+
+
+def cmd_report(args) -> Path:
+    from analysis.report import build
+
+    return build(args.outputs, Path(args.out))
 
 
 def _label(run_dir: Path) -> str:
@@ -135,7 +142,10 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--stat", default="median", choices=["median", "mean"],
                    help="median: the GLUE protocol (Table 2); mean: the NLG protocol (Table 3)")
     w.set_defaults(func=cmd_sweep)
-    for q in (c, s, d, w):
+    r = sub.add_parser("report", help="the §7 analyses of r=8 / r=64 runs next to the paper's numbers")
+    r.add_argument("outputs", nargs="+")
+    r.set_defaults(func=cmd_report)
+    for q in (c, s, d, w, r):
         q.add_argument("--out", required=True, help="folder to write into")
         q.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
     return p
