@@ -7,6 +7,7 @@ does). The trainer never branches on a method's name.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,54 +43,22 @@ def _lora(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
     return MethodResult(names, info, mergeable=True)
 
 
-def _full_ft(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
-    from baselines.full_ft import apply
-
-    return apply(model, spec, cfg)
-
-
-def _ft_top2(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
-    from baselines.ft_top2 import apply
-
-    return apply(model, spec, cfg)
-
-
-def _bitfit(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
-    from baselines.bitfit import apply
-
-    return apply(model, spec, cfg)
-
-
-def _prefix_embed(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
-    from baselines.prefix import apply_prefix_embed
-
-    return apply_prefix_embed(model, spec, cfg)
-
-
-def _prefix_layer(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
-    from baselines.prefix import apply_prefix_layer
-
-    return apply_prefix_layer(model, spec, cfg)
-
-
-def _adapter(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:
-    from baselines.adapters import apply
-
-    return apply(model, spec, cfg)
-
-
-METHODS: dict[str, Callable[[nn.Module, ModelSpec, object], MethodResult]] = {
-    "lora": _lora,
-    "full_ft": _full_ft,
-    "ft_top2": _ft_top2,
-    "bitfit": _bitfit,
-    "prefix_embed": _prefix_embed,
-    "prefix_layer": _prefix_layer,
-    "adapter": _adapter,
+# name -> "module:function". Imported on first use: the baselines import MethodResult from here.
+METHODS: dict[str, str] = {
+    "lora": "lora_exp.methods:_lora",
+    "full_ft": "baselines.full_ft:apply",
+    "ft_top2": "baselines.ft_top2:apply",
+    "bitfit": "baselines.bitfit:apply",
+    "prefix_embed": "baselines.prefix:apply_prefix_embed",
+    "prefix_layer": "baselines.prefix:apply_prefix_layer",
+    "adapter": "baselines.adapters:apply",
 }
 
 
 def apply_method(model: nn.Module, spec: ModelSpec, method_cfg) -> MethodResult:
     if method_cfg.name not in METHODS:
         raise ConfigError("method", method_cfg.name, sorted(METHODS))
-    return METHODS[method_cfg.name](model, spec, method_cfg)
+    module, _, function = METHODS[method_cfg.name].partition(":")
+    apply: Callable[[nn.Module, ModelSpec, object], MethodResult] = getattr(
+        importlib.import_module(module), function)
+    return apply(model, spec, method_cfg)
