@@ -26,7 +26,8 @@ def test_method_registry_matches_configs(make_cfg):
 def test_compose_every_combination(make_cfg, model, method, task):
     cfg = make_cfg([f"model={model}", f"method={method}", f"task={task}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["model"]["name"] == model and resolved["method"]["name"] == method
+    m = resolved["method"]
+    assert resolved["model"]["name"] == model and m.get("label", m["name"]) == method
     assert resolved["task"]["name"] == task
     arch = resolved["model"]["architecture"]
     assert {"num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size"} <= set(arch)
