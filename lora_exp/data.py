@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+IGNORE_INDEX = -100  # HF's label value for "no loss here" (LM padding and prompt tokens)
+
 
 class LengthGroupedBatches:
     """Deterministic batches of row indices for one epoch.
@@ -46,6 +48,9 @@ class LengthGroupedBatches:
 def collate(ds: Dataset, idx: np.ndarray, pad_id: int, pad_to: int | None = None) -> dict[str, torch.Tensor]:
     """Rows ``idx`` of a tokenised dataset as padded tensors (right padding).
 
+    Per-token ``labels`` (LM rows) are padded with -100; an optional ``prompt_len`` column
+    becomes a (B,) tensor.
+
     Args:
         pad_to: pad every batch to this length instead of its longest row (static padding).
     """
@@ -64,8 +69,16 @@ def collate(ds: Dataset, idx: np.ndarray, pad_id: int, pad_to: int | None = None
         for i, r in enumerate(rows["token_type_ids"]):
             tt[i, :len(r)] = torch.tensor(r)
         batch["token_type_ids"] = tt
-    labels = torch.tensor(rows["labels"])
-    batch["labels"] = labels.float() if labels.is_floating_point() else labels
+    if rows["labels"] and isinstance(rows["labels"][0], list):  # per-token (LM) labels
+        labels = torch.full((B, width), IGNORE_INDEX, dtype=torch.long)
+        for i, r in enumerate(rows["labels"]):
+            labels[i, :len(r)] = torch.tensor(r)
+        batch["labels"] = labels
+    else:  # one label per row (classification, regression)
+        labels = torch.tensor(rows["labels"])
+        batch["labels"] = labels.float() if labels.is_floating_point() else labels
+    if "prompt_len" in rows:  # NLG: prompt tokens per row, where prefix methods put the infix
+        batch["prompt_len"] = torch.tensor(rows["prompt_len"], dtype=torch.long)
     return batch
 
 

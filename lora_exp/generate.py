@@ -1,0 +1,174 @@
+"""Decoding for the NLG tasks: batched beam search (or greedy) through HF ``model.generate``.
+
+The settings are those of microsoft/LoRA's ``gpt2_beam.py`` (paper Table 11): beam 10, length
+penalty lp (a finished hypothesis scores sum log p / n^lp, n = generated tokens including the
+end token; HF's beam search divides the same way), no repeated 4-gram, at most 64 new tokens.
+
+Two details follow ``gpt2_beam.py`` rather than HF's defaults:
+
+* the no-repeat-n-gram rule looks at the *generated* tokens only (gpt2_beam.py's ``history``).
+  HF's ``no_repeat_ngram_size`` also counts the prompt for decoder-only models, which would
+  forbid copying any 4 tokens of the input, e.g. E2E's ``£ 20 - 25``;
+* prompts are left-padded, so every row's generation starts at the same column.
+
+One difference remains: with ``early_stopping=True`` HF stops an input once ``num_beams``
+hypotheses have finished, where gpt2_beam.py always runs all 64 steps.
+
+Output files (:func:`write_predictions`), in ``<run dir>/predictions/``:
+
+* ``<split>.pred.txt``: one prediction per line, in the order of the unique inputs
+  (``nlg_data.group_references``);
+* ``<split>.ref.txt``: the references of each input, one per line, inputs separated by a blank
+  line: the multi-reference format of e2e-metrics' ``measure_scores.py``, so
+  ``measure_scores.py test.ref.txt test.pred.txt`` scores a run with the official scorer;
+* ``<split>.src.txt``: the unique inputs, one per line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor
+
+from lora_exp.runlog import atomic_write
+from lora_exp.spec import ConfigError
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """``task.decoding``: beam search, or greedy decoding with ``greedy``."""
+
+    num_beams: int
+    length_penalty: float
+    no_repeat_ngram_size: int
+    max_new_tokens: int
+    batch_size: int  # prompts per generate call (each becomes num_beams sequences)
+    greedy: bool = False
+
+    @classmethod
+    def from_cfg(cls, cfg) -> "DecodeOptions":
+        """Read and check ``task.decoding``.
+
+        Raises:
+            ConfigError: a non-positive beam count, token budget or batch size, or a negative
+                n-gram size.
+        """
+        opts = cls(num_beams=cfg.num_beams, length_penalty=float(cfg.length_penalty),
+                   no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                   max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                   greedy=bool(cfg.get("greedy", False)))
+        for key, low in (("num_beams", 1), ("max_new_tokens", 1), ("batch_size", 1),
+                         ("no_repeat_ngram_size", 0)):
+            value = getattr(opts, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"task.decoding.{key}", value, f"an integer >= {low}")
+        return opts
+
+
+class GeneratedNoRepeatNGram(NoRepeatNGramLogitsProcessor):
+    """HF's no-repeat-n-gram rule applied to the tokens after column ``prompt_width`` only."""
+
+    def __init__(self, ngram_size: int, prompt_width: int):
+        super().__init__(ngram_size)
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        return super().__call__(input_ids[:, self.prompt_width:], scores)
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, T), padded on the left."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def check_decodable(model: nn.Module) -> None:
+    """Fail early when ``generate`` cannot decode the adapted model.
+
+    ``generate`` keeps the attention mask and positions itself; a method that widens the
+    sequence (PreEmbed/PreLayer insert tokens, ``baselines/prefix.py``) breaks that bookkeeping.
+
+    Raises:
+        RuntimeError: the model returns more positions than it was given.
+    """
+    device = next(model.parameters()).device
+    ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+    width = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape[1]
+    if width != ids.shape[1]:
+        raise RuntimeError(f"the adapted model returns {width} positions for {ids.shape[1]} input "
+                           "tokens (inserted prefix tokens?): HF generate cannot decode it, so NLG "
+                           "tasks do not support this method yet (it needs its own decoding loop)")
+
+
+def _check_positions(model: nn.Module, width: int, max_new: int) -> None:
+    config = model.config
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if limit is not None and width + max_new > limit:
+        raise RuntimeError(f"prompts of {width} tokens + task.decoding.max_new_tokens={max_new} "
+                           f"exceed the model's {limit} positions")
+
+
+def _text(tokenizer, ids: list[int], end_id: int) -> str:
+    if end_id in ids:
+        ids = ids[:ids.index(end_id)]
+    return " ".join(tokenizer.decode(ids, skip_special_tokens=True).split())  # one line
+
+
+@torch.no_grad()
+def generate(model: nn.Module, tokenizer, prompts: list[list[int]], options: DecodeOptions, *,
+             end_id: int, device: torch.device) -> list[str]:
+    """Decode every prompt; returns one single-line text per prompt, in the given order.
+
+    Args:
+        prompts: token ids of ``context + separator`` per unique input.
+        end_id: the token that ends a completion (generation stops there; it is cut off).
+    """
+    pad_id = tokenizer.pad_token_id
+    # Similar lengths in a batch: less padding. The results go back to the input order.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), options.batch_size):
+        idx = order[start:start + options.batch_size]
+        ids, mask = left_pad([prompts[i] for i in idx], pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        width = ids.shape[1]
+        _check_positions(model, width, options.max_new_tokens)
+        kwargs = {"max_new_tokens": options.max_new_tokens, "eos_token_id": end_id,
+                  "pad_token_id": pad_id, "do_sample": False, "num_beams": 1}
+        if options.no_repeat_ngram_size:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [GeneratedNoRepeatNGram(options.no_repeat_ngram_size, width)])
+        if not options.greedy:
+            kwargs.update(num_beams=options.num_beams, length_penalty=options.length_penalty,
+                          early_stopping=True)
+        seqs = model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # (B, width + new)
+        for row, i in zip(seqs[:, width:].tolist(), idx):
+            out[i] = _text(tokenizer, row, end_id)
+    return out
+
+
+def write_predictions(folder: Path, split: str, contexts: list[str], predictions: list[str],
+                      references: list[list[str]]) -> dict[str, Path]:
+    """Write ``<split>.pred.txt``, ``.ref.txt`` and ``.src.txt`` (formats: module doc)."""
+    def line(s: str) -> str:
+        return " ".join(s.split())
+
+    files = {
+        "pred": "".join(line(p) + "\n" for p in predictions),
+        "ref": "\n".join("".join(line(r) + "\n" for r in refs) for refs in references),
+        "src": "".join(line(c) + "\n" for c in contexts),
+    }
+    paths = {}
+    for kind, text in files.items():
+        path = Path(folder) / f"{split}.{kind}.txt"
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+        paths[kind] = path
+    return paths

@@ -1,0 +1,209 @@
+"""The NLG pipeline on tiny GPT-2 (random weights, MiniLM's BERT vocabulary): LM rows with the
+context masked, LM collation, the label-smoothed loss, decoding, and one run through the trainer."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+import lora_exp.trainer as trainer_mod
+from lora_exp import nlg_metrics
+from lora_exp.data import IGNORE_INDEX, collate
+from lora_exp.generate import DecodeOptions, GeneratedNoRepeatNGram, generate, left_pad
+from lora_exp.lora import lora_modules
+from lora_exp.methods import apply_method
+from lora_exp.models import build_model, load_tokenizer
+from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.tasks import nlg
+from lora_exp.tasks.nlg_data import NLGExample
+
+RANK = 2
+E2E_KEYS = {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
+EXAMPLES = [NLGExample("name : Alimentum | area : city centre", "Alimentum is in the city centre ."),
+            NLGExample("name : Aromi | food : Chinese", "Aromi serves Chinese food .")]
+
+
+@pytest.fixture
+def tokenizer(make_cfg):
+    return load_tokenizer(make_cfg(["model=tiny_gpt2"]).model)  # MiniLM's BERT vocabulary
+
+
+def _lm(make_cfg, overrides=()):
+    cfg = make_cfg(["model=tiny_gpt2", "task=e2e", f"rank={RANK}", *overrides])
+    model = build_model(cfg.model, "lm", 0, seed=0)
+    return cfg, model
+
+
+def test_separator_and_end_of_a_bert_vocabulary(tokenizer):
+    # No BOS or EOS in BERT vocabularies: [SEP] separates and ends (GPT-2 uses <|endoftext|> twice).
+    assert nlg.special_ids(tokenizer) == (tokenizer.sep_token_id, tokenizer.sep_token_id) == (102, 102)
+
+
+def test_labels_mask_exactly_the_context_and_separator(tokenizer):
+    rows = nlg.encode_rows(tokenizer, EXAMPLES, max_length=64)
+    for ex, ids, labels, plen in zip(EXAMPLES, rows["input_ids"], rows["labels"], rows["prompt_len"]):
+        context = tokenizer(ex.context, add_special_tokens=False)["input_ids"]
+        completion = tokenizer(" " + ex.completion, add_special_tokens=False)["input_ids"]
+        assert ids == context + [102] + completion + [102]
+        assert plen == len(context) + 1
+        assert labels == [IGNORE_INDEX] * plen + completion + [102]
+
+
+def test_rows_longer_than_max_length_are_cut_at_the_end(tokenizer):
+    rows = nlg.encode_rows(tokenizer, EXAMPLES[:1], max_length=12)
+    assert len(rows["input_ids"][0]) == len(rows["labels"][0]) == 12
+    assert rows["labels"][0][:rows["prompt_len"][0]] == [IGNORE_INDEX] * rows["prompt_len"][0]
+
+
+def test_collate_pads_per_token_labels_with_ignore_index(tokenizer):
+    ds = Dataset.from_dict(nlg.encode_rows(tokenizer, EXAMPLES, max_length=64))
+    batch = collate(ds, np.array([0, 1]), pad_id=0)
+    lengths = [len(r) for r in ds["input_ids"]]
+    B, T = batch["input_ids"].shape
+    assert (B, T) == (2, max(lengths)) and batch["labels"].shape == (B, T)
+    assert batch["prompt_len"].tolist() == ds["prompt_len"]
+    for i, n in enumerate(lengths):
+        assert batch["labels"][i, n:].eq(IGNORE_INDEX).all() and batch["attention_mask"][i, n:].eq(0).all()
+        assert batch["labels"][i, :n].tolist() == ds["labels"][i]
+        # -100 exactly on the prompt and the padding: everything else is a completion token.
+        assert batch["labels"][i].ne(IGNORE_INDEX).sum() == n - ds["prompt_len"][i]
+
+
+def test_collate_keeps_row_labels_as_before():
+    cls = Dataset.from_dict({"input_ids": [[1, 2, 3], [4]], "labels": [1, 0]})
+    reg = Dataset.from_dict({"input_ids": [[1, 2, 3], [4]], "labels": [0.5, 2.0]})
+    a, b = collate(cls, np.array([0, 1]), 0), collate(reg, np.array([0, 1]), 0)
+    assert a["labels"].dtype == torch.long and a["labels"].tolist() == [1, 0]
+    assert b["labels"].dtype == torch.float32 and b["labels"].tolist() == [0.5, 2.0]
+    assert "prompt_len" not in a
+
+
+def test_label_smoothing_only_while_training(make_cfg, tokenizer):
+    cfg, model = _lm(make_cfg)
+    ds = Dataset.from_dict(nlg.encode_rows(tokenizer, EXAMPLES, max_length=64))
+    batch = collate(ds, np.array([0, 1]), pad_id=0)
+    model.eval()
+    plain = model(**{k: v for k, v in batch.items() if k != "prompt_len"}).loss
+    nlg.prepare_model(model, cfg.task)  # task.label_smoothing = 0.1 (Table 11, E2E)
+    assert torch.allclose(model(**batch).loss, plain)  # eval: plain CE; prompt_len dropped
+    model.train()
+    torch.manual_seed(0)
+    logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "prompt_len")}).logits
+    torch.manual_seed(0)
+    smoothed = model(**batch).loss
+    shift = batch["labels"][:, 1:]
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 shift.reshape(-1), label_smoothing=0.1)
+    torch.testing.assert_close(smoothed, expected)
+    assert not torch.allclose(smoothed, plain)
+
+
+def test_no_repeat_ngram_ignores_the_prompt():
+    # Prompt [5 6 7] then generated [5 6]: HF's processor would ban 7 (the prompt's 5 6 7);
+    # gpt2_beam.py counts generated tokens only, so only a repeat inside [5 6 ...] is banned.
+    ids = torch.tensor([[5, 6, 7, 5, 6]])
+    scores = torch.zeros(1, 10)
+    assert GeneratedNoRepeatNGram(3, prompt_width=3)(ids, scores.clone()).isfinite().all()
+    generated = torch.tensor([[9, 9, 5, 6, 7, 5, 6]])  # prompt [9 9], generated 5 6 7 5 6
+    banned = GeneratedNoRepeatNGram(3, prompt_width=2)(generated, scores.clone())
+    assert torch.isinf(banned[0, 7]) and banned[0].isfinite().sum() == 9
+
+
+def test_left_padded_batches_decode_like_single_prompts(make_cfg, tokenizer):
+    _, model = _lm(make_cfg)
+    model.eval()
+    prompts = nlg.encode_prompts(tokenizer, [ex.context for ex in EXAMPLES] + ["name : Cocum"])
+    ids, mask = left_pad(prompts, 0)
+    assert mask.sum(1).tolist() == [len(p) for p in prompts] and ids[2, 0] == 0
+    for greedy in (True, False):
+        opts = DecodeOptions(num_beams=3, length_penalty=0.9, no_repeat_ngram_size=4,
+                             max_new_tokens=6, batch_size=3, greedy=greedy)
+        batched = generate(model, tokenizer, prompts, opts, end_id=102, device=torch.device("cpu"))
+        single = [generate(model, tokenizer, [p], opts, end_id=102, device=torch.device("cpu"))[0]
+                  for p in prompts]
+        assert batched == single and all(batched)
+
+
+def test_lora_keeps_the_k_slice_after_training(make_cfg, tokenizer):
+    """Trained LoRA on c_attn changes q and v, never k (loralib's enable_lora=[T, F, T])."""
+    cfg, model = _lm(make_cfg)
+    base = {n: m.weight.detach().clone() for n, m in model.named_modules() if n.endswith("c_attn")}
+    spec = ModelSpec.from_cfg(cfg.model, "lm")
+    trainable = apply_method(model, spec, cfg.method).trainable
+    trainer_mod.set_trainable(model, set(trainable))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ds = Dataset.from_dict(nlg.encode_rows(tokenizer, EXAMPLES, max_length=64))
+    batch = {k: v for k, v in collate(ds, np.array([0, 1]), 0).items() if k != "prompt_len"}
+    for _ in range(3):
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    d = cfg.model.architecture.hidden_size
+    x = torch.randn(2, 5, d)
+    for path, mod in lora_modules(model):
+        assert not torch.equal(mod.lora_B["wq"].weight, torch.zeros_like(mod.lora_B["wq"].weight))
+        with torch.no_grad():
+            q, k, v = mod(x).split(d, dim=-1)
+            rq, rk, rv = (x @ base[path] + mod.bias).split(d, dim=-1)  # Conv1D: x @ W + b
+        assert torch.equal(k, rk)
+        assert not torch.allclose(q, rq) and not torch.allclose(v, rv)
+
+
+def test_lora_e2e_run_writes_predictions_and_five_metrics(make_cfg, tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path / "cache"))
+    # METEOR, ROUGE-L and CIDEr run two JVMs (~12 s on a busy CPU): test_nlg_metrics checks
+    # them; here BLEU and NIST are real and the Java part returns fixed fractions.
+    coco = {"METEOR": 0.25, "ROUGE_L": 0.5, "CIDEr": 0.75}
+    monkeypatch.setattr(nlg_metrics, "_coco_scores", lambda preds, refs: coco)
+    train = tmp_path / "train.txt"
+    train.write_text("".join((data_dir / "e2e" / "train.txt").read_text().splitlines(True)[:32]))
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
+                    f"rank={RANK}", f"task.files.train={train}", "trainer.max_steps=3",
+                    "trainer.max_eval_samples=4", "task.decoding.greedy=true",
+                    "task.decoding.max_new_tokens=4", "trainer.eval_every=2"])
+    out = tmp_path / "run"
+    summary = trainer_mod.run(cfg, out)
+    assert summary["status"] == "ok"
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["params"]["trainable"] == 2 * 2 * 32 * RANK * 2  # 2·L·d·r·(wq, wv)
+    final = saved["metrics"]["valid"]["final"]
+    assert E2E_KEYS | {"loss"} <= set(final) and final["step"] == 3
+    assert (final["METEOR"], final["ROUGE_L"], final["CIDEr"]) == (25.0, 50.0, 0.75)  # paper scales
+    history = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [2, 3]
+    assert "valid/loss" in history[0] and "valid/BLEU" not in history[0]  # decoding at the end only
+    pred = (out / "predictions" / "valid.pred.txt").read_text().splitlines()
+    src = (out / "predictions" / "valid.src.txt").read_text().splitlines()
+    groups = (out / "predictions" / "valid.ref.txt").read_text().rstrip("\n").split("\n\n")
+    assert len(pred) == len(src) == len(groups) == 4
+    valid = [[" ".join(x.split()) for x in line.split("||")]
+             for line in (data_dir / "e2e" / "valid.txt").open()]
+    for mr, refs in zip(src, groups):  # every reference of each input, in file order
+        assert refs.splitlines() == [ref for ctx, ref in valid if ctx == mr]
+
+
+def test_dart_train_is_a_config_error_before_any_work(make_cfg, tmp_path, data_dir, monkeypatch):
+    def no_model(*a, **kw):
+        raise AssertionError("the model was built before the data check")
+
+    monkeypatch.setattr(trainer_mod, "build_model", no_model)
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=dart", "trainer=smoke"])
+    with pytest.raises(ConfigError, match=r"task\.files\.train=.*dart-v1\.1\.1-full-train\.json.*"
+                                          r"holds \[.*dart-v1\.1\.1-full-dev\.json.*not in the mirror"):
+        trainer_mod.run(cfg, tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+def test_prefix_methods_fail_before_training_on_nlg(make_cfg, data_dir, tmp_path):
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
+                    "method=prefix_embed", "method.l_p=2", "method.l_i=1"])
+    with pytest.raises(RuntimeError, match="HF generate cannot decode it"):
+        trainer_mod.run(cfg, tmp_path)
+
+
+def test_bad_decoding_value_is_a_config_error(make_cfg, data_dir, tmp_path):
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
+                    "task.decoding.num_beams=0"])
+    with pytest.raises(ConfigError, match=r"task\.decoding\.num_beams=0.*>= 1"):
+        trainer_mod.run(cfg, tmp_path)
