@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lora_exp.spec import ModelSpec, TargetRef
+from lora_exp.spec import ConfigError, ModelSpec, TargetRef
 
 
 def _dropout(p: float) -> nn.Module:
@@ -191,6 +191,10 @@ def apply_lora(model: nn.Module, spec: ModelSpec, rank: int, alpha: float,
         layer = model.get_submodule(path)
         if isinstance(layer, LORA_LAYERS):
             raise RuntimeError(f"{path} already carries LoRA")
+        d_in, d_out = layer.weight.shape if group[0].fan_in_fan_out else layer.weight.shape[::-1]
+        limit = min(d_in, d_out // group[0].n_slices)
+        if rank > limit:  # a rank-r update of a d×k matrix needs r <= min(d, k)
+            raise ConfigError("rank", rank, f"an integer <= min(d, k) = {limit} for {path}")
         fused = group[0].n_slices > 1
         if fused:
             slices = {r.weight_type: r.slice_index for r in group}
