@@ -52,9 +52,11 @@ def plot(table: pd.DataFrame, x: str, hue: str | None, path: Path, stat: str) ->
         groups = sub.groupby(hue, dropna=False) if hue else [(None, sub)]
         for name, g in groups:
             g = g.sort_values(x)
-            xs = g[x].astype(str) if g[x].dtype == object else g[x]
+            categorical = g[x].dtype == object
+            xs = g[x].astype(str) if categorical else g[x]
             ax.errorbar(xs, g["value"], yerr=[g["value"] - g["min"], g["max"] - g["value"]],
-                        marker="o", capsize=3, label=str(name) if hue else None)
+                        marker="o", capsize=3, label=str(name) if hue else None,
+                        linestyle="none" if categorical else "-")  # no line between categories
         if x == "rank":
             ax.set_xscale("log", base=2)
         ax.set_title(task)

@@ -74,7 +74,7 @@ class SpecialTokens(nn.Module):
     """The l_p prefix and l_i infix tokens: where they go and their trainable vectors.
 
     Args:
-        l_p: prefix tokens. l_i: infix tokens (may be 0).
+        l_p: prefix tokens. l_i: infix tokens (>= 1 when built from a config).
         n_sets: 1 for PreEmbed (word embeddings), L for PreLayer (one set per block input).
         prefix_at: the prefix's position, 1 after an encoder's ``[CLS]``, 0 for a decoder.
         placeholder_id: the token id written at special positions (must not be the pad id).
@@ -194,9 +194,9 @@ class SpecialTokens(nn.Module):
 
 
 def _check_lengths(cfg, limit: int | None) -> tuple[int, int]:
-    # l_i = 0 is allowed (prefix only, as in prompt tuning); the prefix itself is required.
+    # Both kinds of special token are required (l_p, l_i >= 1): the issue's and the paper's definition.
     l_p = check_int("method.l_p", cfg.l_p, 1)
-    l_i = check_int("method.l_i", cfg.l_i, 0)
+    l_i = check_int("method.l_i", cfg.l_i, 1)  # the issue and the paper: l_i >= 1 infix tokens
     if limit is not None and l_p + l_i >= limit:
         raise ConfigError("method.l_p", l_p, f"l_p + l_i < {limit}",
                           f"with l_i={l_i} no position is left for the input")
