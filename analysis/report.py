@@ -50,7 +50,7 @@ def build(outputs: list[str], out: Path) -> Path:
     df = collect_mod.collect(outputs)
     collect_mod.write(df, out)
     r8, r64a, r64b = pick_runs(df)
-    ns = lambda **kw: SimpleNamespace(seed=0, w_vs_delta=True, **kw)  # noqa: E731
+    ns = lambda **kw: SimpleNamespace(**{"seed": 0, "w_vs_delta": True, **kw})  # noqa: E731
     s_rank = cmd_subspace(ns(run_a=str(r8), run_b=str(r64a), out=str(out / "subspace_r8_r64")))
     s_seed = cmd_subspace(ns(run_a=str(r64a), run_b=str(r64b), out=str(out / "subspace_r64_seeds"),
                              w_vs_delta=False))
@@ -75,7 +75,7 @@ def build(outputs: list[str], out: Path) -> Path:
     by_type = merged.groupby("weight_type")["phi_seeds_mean"].mean()
     claims = [
         f"- Fig. 3, *the top direction of A_r8 is shared with A_r64 (φ > 0.5)*: "
-        f"{_verdict(share >= 0.5)} here at {share:.0%} of the layer × weight-type pairs.",
+        f"{_verdict(share >= 0.5)} (φ > 0.5 for {share:.0%} of the layer × weight-type pairs).",
         f"- Fig. 4, *two seeds at r=64 share more directions than random matrices*: "
         f"{_verdict(above_random == 1.0)} (mean φ above the Gaussian baseline at {above_random:.0%} of pairs).",
     ]
@@ -100,9 +100,9 @@ def build(outputs: list[str], out: Path) -> Path:
     amp8, amp64 = d8["amplification"].median(), d64["amplification"].median()
     lines += [
         f"- Claim 1, *ΔW correlates with W more than a random matrix does* "
-        f"(proj_delta > proj_random): {_verdict(c1 == 1.0)} at {c1:.0%} of the adapted weights.",
+        f"(proj_delta > proj_random): {_verdict(c1 == 1.0)} (true for {c1:.0%} of the adapted weights).",
         f"- Claim 2, *ΔW amplifies directions not emphasised in W* (proj_delta ≪ proj_w): "
-        f"{_verdict(c2 == 1.0)} at {c2:.0%} of the adapted weights.",
+        f"{_verdict(c2 == 1.0)} (true for {c2:.0%} of the adapted weights).",
         f"- Claim 3, *the amplification is large* (paper: 21.5 at r=4, ~2 at r=64; larger at low r): "
         f"median {amp8:.2f} at r=8 and {amp64:.2f} at r=64 here: "
         f"{_verdict(amp8 > 1 and amp8 > amp64)} in the sense amplification > 1 and larger at low r.",
