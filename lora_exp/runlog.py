@@ -68,10 +68,13 @@ class Tracker:
     The local files are always written; the tracker only mirrors them.
     """
 
-    def __init__(self, logger_cfg, out_dir: Path, config: dict, name: str):
+    def __init__(self, logger_cfg, out_dir: Path, cfg, name: str):
         self.run = None
         if logger_cfg is not None and logger_cfg.name == "wandb":
             import wandb
+            from omegaconf import OmegaConf
+
+            config = OmegaConf.to_container(cfg, resolve=True)  # only when a tracker wants it
 
             self.run = wandb.init(project=logger_cfg.project, mode=logger_cfg.mode, dir=str(out_dir),
                                   config=config, name=name, reinit="finish_previous")

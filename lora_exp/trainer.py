@@ -238,8 +238,7 @@ def train(cfg, out_dir: Path) -> dict:
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     eval_every = steps_per_epoch if tcfg.eval_every == "epoch" else int(tcfg.eval_every)
 
-    tracker = Tracker(cfg.logger if dist.is_main() else None, out_dir,
-                      OmegaConf.to_container(cfg, resolve=True), cfg.run_name)
+    tracker = Tracker(cfg.logger if dist.is_main() else None, out_dir, cfg, cfg.run_name)
     state = TrainState()
     if cfg.resume and resume.has_state(out_dir):
         state = resume.load_state(out_dir, model, opt, sched, scaler)

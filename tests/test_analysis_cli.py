@@ -1,5 +1,4 @@
 """`python -m analysis ...` on real run directories (tiny models, a few steps each)."""
-import json
 import subprocess
 import sys
 from pathlib import Path
