@@ -11,6 +11,9 @@ Two details follow ``gpt2_beam.py`` rather than HF's defaults:
   forbid copying any 4 tokens of the input, e.g. E2E's ``£ 20 - 25``;
 * prompts are left-padded, so every row's generation starts at the same column.
 
+Methods that insert tokens inside the model (PreEmbed, PreLayer) decode greedily, one input at
+a time, with :func:`greedy_unbatched`: ``generate``'s mask bookkeeping cannot follow them.
+
 One difference remains: with ``early_stopping=True`` HF stops an input once ``num_beams``
 hypotheses have finished, where gpt2_beam.py always runs all 64 steps.
 
@@ -90,22 +93,30 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def check_decodable(model: nn.Module) -> None:
-    """Fail early when ``generate`` cannot decode the adapted model.
+def widens_sequence(model: nn.Module) -> bool:
+    """True when the adapted model returns more positions than it is given.
 
-    ``generate`` keeps the attention mask and positions itself; a method that widens the
-    sequence (PreEmbed/PreLayer insert tokens, ``baselines/prefix.py``) breaks that bookkeeping.
-
-    Raises:
-        RuntimeError: the model returns more positions than it was given.
+    PreEmbed/PreLayer insert their special tokens inside the forward pass
+    (``baselines/prefix.py``). ``generate`` keeps the attention mask and positions itself and
+    cannot follow a wider first step, so such models decode with :func:`greedy_unbatched`.
     """
     device = next(model.parameters()).device
     ids = torch.zeros((1, 2), dtype=torch.long, device=device)
     width = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape[1]
-    if width != ids.shape[1]:
-        raise RuntimeError(f"the adapted model returns {width} positions for {ids.shape[1]} input "
-                           "tokens (inserted prefix tokens?): HF generate cannot decode it, so NLG "
-                           "tasks do not support this method yet (it needs its own decoding loop)")
+    return width != ids.shape[1]
+
+
+def check_decodable(model: nn.Module, options: DecodeOptions) -> None:
+    """Fail before training when the run's decoding cannot be done with this method.
+
+    Raises:
+        ConfigError: beam search asked for a model that widens its input (prefix methods).
+    """
+    if not options.greedy and widens_sequence(model):
+        raise ConfigError("task.decoding.greedy", False, [True],
+                          "this method inserts tokens inside the model (PreEmbed/PreLayer), which "
+                          "HF's beam search cannot follow; lora-exp decodes it greedily, one input "
+                          "at a time")
 
 
 def _check_positions(model: nn.Module, width: int, max_new: int) -> None:
@@ -131,6 +142,9 @@ def generate(model: nn.Module, tokenizer, prompts: list[list[int]], options: Dec
         prompts: token ids of ``context + separator`` per unique input.
         end_id: the token that ends a completion (generation stops there; it is cut off).
     """
+    if widens_sequence(model):
+        return [_text(tokenizer, greedy_unbatched(model, p, options, end_id=end_id, device=device),
+                      end_id) for p in prompts]
     pad_id = tokenizer.pad_token_id
     # Similar lengths in a batch: less padding. The results go back to the input order.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -153,6 +167,39 @@ def generate(model: nn.Module, tokenizer, prompts: list[list[int]], options: Dec
         for row, i in zip(seqs[:, width:].tolist(), idx):
             out[i] = _text(tokenizer, row, end_id)
     return out
+
+
+@torch.no_grad()
+def greedy_unbatched(model: nn.Module, prompt: list[int], options: DecodeOptions, *, end_id: int,
+                     device: torch.device) -> list[int]:
+    """Greedy decoding of one prompt with the KV cache and no padding, hence no attention mask.
+
+    For models that widen the first step (prefix methods): the first forward pass inserts the
+    special tokens, the cache then holds them, and each later step feeds one token whose position
+    the model takes from the cache length. Same rules as :func:`generate`: the no-repeat-n-gram
+    rule on generated tokens only, at most ``max_new_tokens``, stop at ``end_id``.
+
+    Returns:
+        The generated token ids, without the end token.
+    """
+    ids = torch.tensor([prompt], dtype=torch.long, device=device)
+    _check_positions(model, ids.shape[1], options.max_new_tokens)
+    no_repeat = (GeneratedNoRepeatNGram(options.no_repeat_ngram_size, ids.shape[1])
+                 if options.no_repeat_ngram_size else None)
+    out = model(input_ids=ids, use_cache=True)
+    new: list[int] = []
+    for _ in range(options.max_new_tokens):
+        scores = out.logits[:, -1].float()
+        if no_repeat is not None:
+            scores = no_repeat(ids, scores)
+        token = int(scores.argmax(-1))
+        if token == end_id:
+            break
+        new.append(token)
+        step = torch.tensor([[token]], dtype=torch.long, device=device)
+        ids = torch.cat([ids, step], dim=1)
+        out = model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
+    return new
 
 
 def write_predictions(folder: Path, split: str, contexts: list[str], predictions: list[str],

@@ -238,19 +238,19 @@ def _drop_prompt_len(module: nn.Module, args: tuple, kwargs: dict):
 def prepare_model(model: nn.Module, task_cfg) -> None:
     """Label smoothing for training, and the ``prompt_len`` batch field kept from the HF model.
 
-    Also checks ``task.format``, ``task.decoding`` and that ``generate`` can decode the adapted
-    model now, before step 1, rather than at the final evaluation.
+    Also checks ``task.format``, ``task.decoding`` and that the adapted model can be decoded with
+    those settings now, before step 1, rather than at the final evaluation.
     """
     if task_cfg.format not in READERS:
         raise ConfigError("task.format", task_cfg.format, sorted(READERS))
-    DecodeOptions.from_cfg(task_cfg.decoding)
+    options = DecodeOptions.from_cfg(task_cfg.decoding)
     eps = float(task_cfg.get("label_smoothing") or 0.0)
     if not 0 <= eps < 1:
         raise ConfigError("task.label_smoothing", eps, "a fraction in [0, 1)")
     if eps > 0:
         model.loss_function = CausalLMLoss(model, eps)
     model.register_forward_pre_hook(_drop_prompt_len, with_kwargs=True)
-    check_decodable(model)  # now, not after training
+    check_decodable(model, options)  # now, not after training
 
 
 @torch.no_grad()

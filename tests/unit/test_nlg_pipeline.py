@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from transformers import LogitsProcessorList
 
 import lora_exp.trainer as trainer_mod
 from lora_exp import nlg_metrics
 from lora_exp.data import IGNORE_INDEX, collate
-from lora_exp.generate import DecodeOptions, GeneratedNoRepeatNGram, generate, left_pad
+from lora_exp.generate import (DecodeOptions, GeneratedNoRepeatNGram, generate, greedy_unbatched,
+                                left_pad)
 from lora_exp.lora import lora_modules
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model, load_tokenizer
@@ -195,11 +197,46 @@ def test_dart_train_is_a_config_error_before_any_work(make_cfg, tmp_path, data_d
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
 
 
-def test_prefix_methods_fail_before_training_on_nlg(make_cfg, data_dir, tmp_path):
+def test_prefix_methods_with_beam_search_fail_before_training(make_cfg, data_dir, tmp_path):
     cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
                     "method=prefix_embed", "method.l_p=2", "method.l_i=1"])
-    with pytest.raises(RuntimeError, match="HF generate cannot decode it"):
+    with pytest.raises(ConfigError, match=r"task\.decoding\.greedy=False.*valid: \[True\]"):
         trainer_mod.run(cfg, tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_unbatched_greedy_loop_decodes_like_generate(make_cfg, tokenizer):
+    # The loop used for prefix methods, checked on a model generate can decode too.
+    _, model = _lm(make_cfg)
+    model.eval()
+    opts = DecodeOptions(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=2,
+                         max_new_tokens=8, batch_size=1, greedy=True)
+    for prompt in nlg.encode_prompts(tokenizer, [ex.context for ex in EXAMPLES]):
+        ids = torch.tensor([prompt])
+        hf = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                            num_beams=1, max_new_tokens=8, eos_token_id=102, pad_token_id=0,
+                            logits_processor=LogitsProcessorList([GeneratedNoRepeatNGram(2, len(prompt))]))
+        expected = hf[0, len(prompt):].tolist()
+        if 102 in expected:
+            expected = expected[:expected.index(102)]
+        assert expected  # a non-trivial comparison: some tokens were generated
+        assert greedy_unbatched(model, prompt, opts, end_id=102, device=torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("method", ["prefix_layer", "prefix_embed"])
+def test_prefix_method_e2e_run_decodes_greedily(method, make_cfg, tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nlg_metrics, "_coco_scores",  # the JVM metrics: test_nlg_metrics
+                        lambda preds, refs: {"METEOR": 0.25, "ROUGE_L": 0.5, "CIDEr": 0.75})
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
+                    f"method={method}", "method.l_p=2", "method.l_i=2", "trainer.max_steps=2",
+                    "trainer.max_eval_samples=3", "task.decoding.greedy=true",
+                    "task.decoding.max_new_tokens=5"])
+    summary = trainer_mod.run(cfg, tmp_path / "run")
+    assert summary["status"] == "ok"
+    assert E2E_KEYS <= set(summary["metrics"]["valid"]["final"])
+    pred = (tmp_path / "run" / "predictions" / "valid.pred.txt").read_text().splitlines()
+    assert len(pred) == 3
 
 
 def test_bad_decoding_value_is_a_config_error(make_cfg, data_dir, tmp_path):
