@@ -12,6 +12,7 @@ Merging is explicit (:func:`merge_lora` / :func:`unmerge_lora`), never a side ef
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -251,6 +252,27 @@ def unmerge_lora(model: nn.Module) -> int:
             mod.merged = False
             n += 1
     return n
+
+
+@contextmanager
+def merged(model: nn.Module):
+    """Run the block with W0 + ΔW folded into every LoRA layer (zero added latency, §4.1), then
+    put back the exact W0.
+
+    W0 is restored from a copy, not as (W0 + ΔW) − ΔW: that rounding would drift the frozen
+    weights a little at every evaluation. The copy costs the adapted weights' size while the
+    block runs. Layers already merged stay merged.
+    """
+    saved = {id(mod): mod.weight.detach().clone() for _, mod in lora_modules(model) if not mod.merged}
+    merge_lora(model)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for _, mod in lora_modules(model):
+                if id(mod) in saved:
+                    mod.weight.copy_(saved[id(mod)])
+                    mod.merged = False
 
 
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

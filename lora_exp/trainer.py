@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lora_exp import checkpoint, dist, metrics, resume
 from lora_exp.data import LengthGroupedBatches, collate, subset
+from lora_exp.lora import merged
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model, describe, load_tokenizer
 from lora_exp.resume import TrainState
@@ -74,6 +76,31 @@ def count_params(model, trainable: list[str], head: list[str]) -> dict[str, int]
     return {"trainable": sum(params[n].numel() for n in trainable),
             "head": sum(params[n].numel() for n in head),
             "total": sum(p.numel() for p in params.values())}
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Keep only each block's input in the forward pass and recompute the block in backward.
+
+    Non-reentrant checkpointing: gradients reach trainable parameters inside a block even when
+    the block's input does not require grad (frozen embeddings), which the reentrant variant
+    cannot do; outputs and gradients equal those without checkpointing.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError("trainer.gradient_checkpointing", True, [False],
+                          f"{type(model).__name__} does not support it")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 names it so
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False  # a cache is of no use in training and conflicts with it
+
+
+def checkpointing_on(model) -> bool:
+    if hasattr(model, "is_activation_checkpointing"):  # transformers >= 5.2
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
 
 
 def set_trainable(model, names: set[str]) -> None:
@@ -212,6 +239,8 @@ def train(cfg, out_dir: Path) -> dict:
     set_trainable(model, set(trained))
     if family.prepare_model is not None:
         family.prepare_model(model, task)
+    if tcfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     params = count_params(model, result.trainable, head)
     log.info("%s · method=%s · trainable %s (+ head %s) of %s", describe(cfg.model),
              cfg.method.name, f"{params['trainable']:,}", f"{params['head']:,}", f"{params['total']:,}")
@@ -249,11 +278,14 @@ def train(cfg, out_dir: Path) -> dict:
         rec = {"step": state.step, "epoch": round(state.step / steps_per_epoch, 4),
                "train_loss": state.running_loss / state.n_loss if state.n_loss else None}
         if dist.is_main():
-            for split, ds in eval_ds.items():
-                rec.update({f"{split}/{k}": v for k, v in family.evaluate(
-                    model, ds, task, split=split, final=state.step >= total, tokenizer=tokenizer,
-                    batch_size=tcfg.eval_batch_size, device=device, amp_dtype=amp_dtype,
-                    out_dir=out_dir).items()})
+            # LoRA evaluates merged (W0 + ΔW, no extra products); the exact W0 comes back after.
+            fold = merged(model) if result.mergeable and tcfg.merged_eval else nullcontext()
+            with fold:
+                for split, ds in eval_ds.items():
+                    rec.update({f"{split}/{k}": v for k, v in family.evaluate(
+                        model, ds, task, split=split, final=state.step >= total,
+                        tokenizer=tokenizer, batch_size=tcfg.eval_batch_size, device=device,
+                        amp_dtype=amp_dtype, out_dir=out_dir).items()})
             state.history.append(rec)
             # Rewritten whole (atomically) at every evaluation: never a half line after a kill.
             write_jsonl(out_dir / "metrics.jsonl", state.history)
