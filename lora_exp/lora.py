@@ -63,11 +63,18 @@ class LoRALinear(nn.Module):
         return (b @ a) * self.scaling  # (out, r) @ (r, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)
         if self.merged:
-            return out
-        # Two thin products; ΔW (d×k) is never materialised during training.
-        return out + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+            return F.linear(x, self.weight, self.bias)
+        # Two thin products; ΔW (d×k) is never materialised during training. W0·x is computed
+        # as a 2-D matrix so that (α/r)·B·(A·x) is added into it in place by one addmm_: no
+        # separate scaling, sum or extra output of d numbers per token (peft spends three).
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        out = F.linear(x2, self.weight, self.bias)
+        h = self.lora_A(self.lora_dropout(x2))  # (tokens, r)
+        # (under autocast W0·x and A·x come out in half precision; B follows them)
+        out.addmm_(h.to(out.dtype), self.lora_B.weight.t().to(out.dtype), alpha=self.scaling)
+        return out.view(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.rank}, alpha={self.alpha}"

@@ -138,3 +138,26 @@ def test_trainer_run_with_gradient_checkpointing_matches_without(make_cfg, data_
     assert len(history["true"]) == len(history["false"]) == 2
     for with_ckpt, without in zip(history["true"], history["false"]):
         assert with_ckpt == pytest.approx(without, rel=1e-5)  # train loss and dev metrics
+
+
+def test_lora_linear_fused_path_matches_the_plain_formula_and_runs_under_autocast():
+    from lora_exp.lora import LoRALinear
+
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(12, 10), rank=3, alpha=6)
+    torch.nn.init.normal_(layer.lora_B.weight)
+    x = torch.randn(2, 5, 12, requires_grad=True)
+    plain = torch.nn.functional.linear(x, layer.weight, layer.bias) + \
+        (x @ layer.lora_A.weight.T @ layer.lora_B.weight.T) * 2.0  # h = W0·x + (α/r)·B·A·x
+    fused = layer(x)
+    torch.testing.assert_close(fused, plain)
+    g_plain = torch.autograd.grad(plain.sum(), [x, layer.lora_A.weight, layer.lora_B.weight])
+    g_fused = torch.autograd.grad(fused.sum(), [x, layer.lora_A.weight, layer.lora_B.weight])
+    for a, b in zip(g_fused, g_plain):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # AMP: half-precision W0·x, fp32 B
+        low = layer(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), plain, rtol=5e-2, atol=5e-2)
+    low.float().sum().backward()
+    assert layer.lora_B.weight.grad is not None and layer.lora_B.weight.grad.dtype == torch.float32

@@ -1,0 +1,216 @@
+"""What the benchmark measures, one function per quantity (``benchmarks/run.py`` runs them).
+
+Timings interleave the compared models (A, B, C, A, B, C, ...) after warm-up steps and report
+medians, so a slow moment of a shared machine hits every model alike. Memory is measured in a
+fresh process per configuration (:func:`train_memory`), since a process's peak never goes down.
+"""
+from __future__ import annotations
+
+import gc
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lora_exp.lora import lora_modules, merge_lora
+from lora_exp.methods import apply_method
+from lora_exp.models import build_model
+from lora_exp.spec import ModelSpec
+from lora_exp.trainer import enable_gradient_checkpointing, set_trainable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compose(overrides: list[str]):
+    """``conf/config.yaml`` composed with overrides, as ``python run.py ...`` would."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import lora_exp  # noqa: F401  (registers the config resolvers)
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def adapted_model(model: str, method: str, rank: int = 8, train: bool = True) -> nn.Module:
+    """A classifier (2 labels) of ``model`` with ``method`` applied (``none``: the base model),
+    the method's parameters and the head trainable, as the trainer sets them."""
+    cfg = compose([f"model={model}", f"method={'lora' if method == 'none' else method}",
+                   f"rank={rank}", "task=sst2"])
+    net = build_model(cfg.model, "cls", 2, seed=0)
+    spec = ModelSpec.from_cfg(cfg.model, "cls")
+    names = set(spec.head_parameters(net))
+    if method != "none":
+        names |= set(apply_method(net, spec, cfg.method).trainable)
+    set_trainable(net, names)
+    return net.train(train)
+
+
+def peft_model(model: str, rank: int = 8, alpha: float = 8.0) -> nn.Module:
+    """The same base model with peft's LoRA on the same weights (q, v) and the same head."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = compose([f"model={model}", "task=sst2"])
+    net = build_model(cfg.model, "cls", 2, seed=0)
+    spec = ModelSpec.from_cfg(cfg.model, "cls")
+    names = [cfg.model.targets.wq.split(".")[-1], cfg.model.targets.wv.split(".")[-1]]
+    head = [h.split(".")[-1] for h in spec.head]  # pooler + classifier: the trainer's head
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=names,
+                        modules_to_save=head)
+    return get_peft_model(net, config).train()
+
+
+def batch(model: nn.Module, batch_size: int, seq_len: int, seed: int = 0, labels: bool = True) -> dict:
+    """Random tokens at full length (the benchmark shape), all positions attended."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    out = {"input_ids": torch.randint(1000, vocab, (batch_size, seq_len), generator=g),
+           "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long)}
+    if labels:
+        out["labels"] = torch.randint(0, 2, (batch_size,), generator=g)
+    return out
+
+
+def to(obj, device):
+    return {k: v.to(device) for k, v in obj.items()} if isinstance(obj, dict) else obj.to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step_fn(model: nn.Module, data: dict, device: torch.device) -> Callable[[], None]:
+    """One optimizer step (forward, loss, backward, AdamW, zero_grad) as the trainer takes it."""
+    model.to(device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    data = to(data, device)
+
+    def step() -> None:
+        loss = model(**data).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def interleaved_medians(fns: dict[str, Callable[[], None]], warmup: int, repeats: int,
+                        device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function, timed in turns."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, warmup: int,
+               repeats: int) -> dict[str, float]:
+    """Median train-step seconds: full FT, lora-exp LoRA, peft LoRA (q, v, r=8)."""
+    data = batch(adapted_model(model, "none"), batch_size, seq_len)
+    fns = {"ft": train_step_fn(adapted_model(model, "full_ft"), data, device),
+           "lora": train_step_fn(adapted_model(model, "lora"), data, device),
+           "peft_lora": train_step_fn(peft_model(model), data, device)}
+    return interleaved_medians(fns, warmup, repeats, device)
+
+
+def latencies(model: str, shapes: list[tuple[int, int]], device: torch.device, warmup: int,
+              repeats: int) -> dict[str, dict[str, float]]:
+    """Median inference forward seconds per shape: base, LoRA merged, LoRA unmerged, AdapterH,
+    AdapterL. LoRA's B is random (a trained-looking update) so merging does real work."""
+    nets = {"base": adapted_model(model, "none", train=False),
+            "lora_merged": adapted_model(model, "lora", train=False),
+            "lora_unmerged": adapted_model(model, "lora", train=False),
+            "adapter_h": adapted_model(model, "adapter_h", train=False),
+            "adapter_l": adapted_model(model, "adapter_l", train=False)}
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for key in ("lora_merged", "lora_unmerged"):
+            for _, mod in lora_modules(nets[key]):
+                for b in mod.lora_B.parameters():
+                    b.copy_(torch.randn(b.shape, generator=g) * 0.01)
+    merge_lora(nets["lora_merged"])
+    for net in nets.values():
+        net.to(device)
+    out = {}
+    for bs, seq in shapes:
+        data = to(batch(nets["base"], bs, seq, labels=False), device)
+
+        def forward(net):
+            def f():
+                with torch.inference_mode():
+                    net(**data)
+            return f
+        out[f"{bs}x{seq}"] = interleaved_medians({k: forward(n) for k, n in nets.items()},
+                                                 warmup, repeats, device)
+    return out
+
+
+# ---- memory: run in a fresh process (benchmarks/run.py --worker memory) -----------------------
+
+def _status_kb(key: str) -> int:
+    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: int,
+                 checkpointing: bool, device: torch.device) -> dict[str, float]:
+    """MiB that training adds above the loaded model: peak RSS minus RSS after loading (CPU;
+    Linux's VmHWM, reset after loading via /proc/self/clear_refs), or peak minus current
+    allocated memory (CUDA). Includes gradients, AdamW's two moments and activations."""
+    net = adapted_model(model, method).to(device)
+    if checkpointing:
+        enable_gradient_checkpointing(net)
+    step = train_step_fn(net, batch(net, batch_size, seq_len), device)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        loaded = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        loaded = _status_kb("VmRSS") * 1024
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = _status_kb("VmHWM") * 1024
+    return {"loaded_mib": loaded / 2**20, "peak_mib": peak / 2**20,
+            "train_mib": (peak - loaded) / 2**20}
+
+
+def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:
+    """Bytes of the LoRA checkpoint (A and B only, as lora-exp writes it, no task head) and of a
+    full safetensors checkpoint of the same model, with the trainable fraction."""
+    from safetensors.torch import save_file
+
+    from lora_exp import checkpoint
+    from lora_exp.lora import base_state_dict
+
+    cfg = compose([f"model={model}", "method=lora", "rank=8", "task=sst2"])
+    net = build_model(cfg.model, "cls", 2, seed=0)
+    spec = ModelSpec.from_cfg(cfg.model, "cls")
+    base_total = sum(p.numel() for p in net.parameters())
+    result = apply_method(net, spec, cfg.method)
+    lora_dir, full = out / "lora_ckpt", out / "full_ckpt" / "model.safetensors"
+    checkpoint.save_trained(net, result.trainable, lora_dir, {"model": model, "method": "lora"},
+                            result, [], "cls", cfg.model.get("hub_id") or model)
+    full.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in base_state_dict(net).items()}, str(full))
+    lora_bytes = (lora_dir / checkpoint.WEIGHTS).stat().st_size
+    trainable = sum(p.numel() for n, p in net.named_parameters() if n in set(result.trainable))
+    return {"lora_bytes": lora_bytes, "full_bytes": full.stat().st_size,
+            "trainable": trainable, "total": base_total}

@@ -1,0 +1,36 @@
+"""benchmarks/run.py works end to end (on a tiny model, --quick): every ratio is measured and
+written. Its numbers are the benchmark's business, never asserted here (no timed tests)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_writes_every_ratio(tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--model", "tiny_bert",
+                           "--ckpt-model", "tiny_bert", "--skip-e2e", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ratios = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = {"lora_ft_step", "lora_peft_step", "lora_ft_mem", "lora_ckpt_ft_mem",
+                "merged_base_latency_1x128", "merged_base_latency_16x256", "ckpt_ratio",
+                "trainable_fraction"}
+    assert expected <= set(ratios) and ratios["e2e_vs_hf"] is None
+    assert all(ratios[k] > 0 for k in expected)
+    saved = json.loads((tmp_path / "benchmark.json").read_text())
+    assert saved["ratios"].keys() == ratios.keys()
+    # The checkpoint holds A and B only: its size follows the trainable count (+ a JSON header).
+    ck = saved["checkpoint"]
+    assert ck["trainable"] * 4 < ck["lora_bytes"] < ck["trainable"] * 4 + 4096
+    assert "| lora_ft_step |" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_bad_data_dir_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--data-dir", str(tmp_path),
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"--data-dir={tmp_path} is invalid" in proc.stderr and "sst2/train.tsv" in proc.stderr
+    assert not (tmp_path / "out" / "benchmark.json").exists()
