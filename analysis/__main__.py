@@ -40,9 +40,9 @@ def cmd_sweep(args) -> pd.DataFrame:
     df = collect_mod.collect(args.outputs)
     collect_mod.write(df, out)
     by = args.by.split(",")
-    table = sweeps.sweep_table(df, by, args.stat)
+    table = sweeps.sweep_table(df, by, args.stat, all_metrics=args.all_metrics)
     table.to_csv(out / "sweep.csv", index=False)
-    md = sweeps.to_markdown(table, by, args.stat)
+    md = sweeps.to_markdown(table, by, args.stat, scale=args.scale)
     (out / "sweep.md").write_text(md)
     x, hue = (by[0], by[1] if len(by) > 1 else None)
     sweeps.plot(table, x, hue, out / "sweep.png", args.stat)
@@ -54,7 +54,11 @@ def cmd_sweep(args) -> pd.DataFrame:
 def cmd_report(args) -> Path:
     from analysis.report import build
 
-    return build(args.outputs, Path(args.out))
+    try:
+        low, high = (int(r) for r in args.ranks.split(","))
+    except ValueError:
+        raise RunError(f"--ranks={args.ranks} is invalid; valid: two ranks 'LOW,HIGH', e.g. 8,64") from None
+    return build(args.outputs, Path(args.out), low, high)
 
 
 def _label(run_dir: Path) -> str:
@@ -141,9 +145,15 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--by", default="method", help="comma-separated grouping columns, e.g. rank,targets")
     w.add_argument("--stat", default="median", choices=["median", "mean"],
                    help="median: the GLUE protocol (Table 2); mean: the NLG protocol (Table 3)")
+    w.add_argument("--all-metrics", action="store_true",
+                   help="every metric of the runs (E2E's five), not only the task's main metric")
+    w.add_argument("--scale", type=float, default=100.0,
+                   help="multiply values by this in the Markdown (100: GLUE fractions as %%; "
+                        "1: NLG metrics, already on the paper's scale)")
     w.set_defaults(func=cmd_sweep)
     r = sub.add_parser("report", help="the §7 analyses of r=8 / r=64 runs next to the paper's numbers")
     r.add_argument("outputs", nargs="+")
+    r.add_argument("--ranks", default="8,64", help="the two ranks compared (the paper's 8,64)")
     r.set_defaults(func=cmd_report)
     for q in (c, s, d, w, r):
         q.add_argument("--out", required=True, help="folder to write into")

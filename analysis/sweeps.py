@@ -16,9 +16,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def sweep_table(df: pd.DataFrame, by: list[str], stat: str = "median") -> pd.DataFrame:
-    """Long table: one row per (group, task) with n, the statistic, min, max and trainable."""
-    main = df[(df["status"] == "ok") & (df["is_main"] == True)]  # noqa: E712  (a column, not a flag)
+def sweep_table(df: pd.DataFrame, by: list[str], stat: str = "median",
+                all_metrics: bool = False) -> pd.DataFrame:
+    """Long table: one row per (group, task, metric) with n, the statistic, min, max, trainable.
+
+    Args:
+        all_metrics: every metric of the runs (e.g. E2E's five, Table 3), not only the task's
+            main metric.
+    """
+    main = df[df["status"] == "ok"]
+    if not all_metrics:
+        main = main[main["is_main"] == True]  # noqa: E712  (a column, not a flag)
     if main.empty:
         raise ValueError("no finished runs with a main metric in the table")
     keys = [*by, "task", "split", "metric"]
@@ -44,11 +52,12 @@ def to_markdown(table: pd.DataFrame, by: list[str], stat: str, scale: float = 10
 
 
 def plot(table: pd.DataFrame, x: str, hue: str | None, path: Path, stat: str) -> Path:
-    """Line plot of the statistic against ``x`` (one panel per task), spread as error bars."""
-    tasks = sorted(table["task"].unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        sub = table[table["task"] == task]
+    """Line plot of the statistic against ``x`` (one panel per task and metric), spread as
+    error bars."""
+    panels = sorted(set(zip(table["task"], table["metric"])))  # one panel per task × metric
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+    for ax, (task, metric) in zip(axes[0], panels):
+        sub = table[(table["task"] == task) & (table["metric"] == metric)]
         groups = sub.groupby(hue, dropna=False) if hue else [(None, sub)]
         for name, g in groups:
             g = g.sort_values(x)

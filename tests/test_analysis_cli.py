@@ -113,3 +113,34 @@ def test_sweep_table_and_plot(runs, tmp_path):
     r4 = table[(table["rank"] == 4) & (table["targets"] == "wq,wv")].iloc[0]
     assert r4["n"] == 2 and r4["min"] <= r4["value"] <= r4["max"]  # seeds 0 and 1
     assert (tmp_path / "sweep.png").stat().st_size > 0 and "[" in (tmp_path / "sweep.md").read_text()
+
+
+def test_report_puts_claims_next_to_the_paper(runs, tmp_path):
+    assert main(["report", str(runs), "--ranks", "2,4", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "φ(A_r2, A_r4, 1, 1)" in text and "--ranks 2,4" in text
+    assert text.count("**holds**") + text.count("**does not hold**") == 6  # 3 subspace + 3 Table 7 claims
+    assert "21.67" in text  # the paper's Table 7 next to the measured one
+    assert (tmp_path / "subspace_r2_r4" / "subspace.csv").is_file()
+    assert (tmp_path / "delta_w_r4" / "delta_w.csv").is_file()
+
+
+def test_report_without_the_needed_runs_is_an_error(runs, tmp_path, capsys):
+    assert main(["report", str(runs), "--out", str(tmp_path)]) != 0  # no r=8 / r=64 runs there
+    assert "r=8 (one seed) and r=64 (two seeds)" in capsys.readouterr().err
+    assert main(["report", str(runs), "--ranks", "x", "--out", str(tmp_path)]) != 0
+    assert "--ranks=x is invalid" in capsys.readouterr().err
+
+
+def test_sweep_all_metrics_keeps_every_metric():
+    from analysis.sweeps import sweep_table, to_markdown
+
+    rows = [{"method": "lora", "task": "e2e", "split": "valid", "metric": m, "is_main": m == "BLEU",
+             "best": v + seed, "status": "ok", "trainable": 10, "seed": seed}
+            for seed in (0, 1) for m, v in (("BLEU", 60.0), ("NIST", 7.0), ("CIDEr", 1.5))]
+    df = pd.DataFrame(rows)
+    assert list(sweep_table(df, ["method"], "mean")["metric"]) == ["BLEU"]
+    table = sweep_table(df, ["method"], "mean", all_metrics=True)
+    assert dict(zip(table["metric"], table["value"])) == {"BLEU": 60.5, "CIDEr": 2.0, "NIST": 7.5}
+    md = to_markdown(table, ["method"], "mean", scale=1)
+    assert "60.5 [60.0–61.0] (2)" in md and "e2e valid/NIST" in md
