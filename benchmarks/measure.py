@@ -214,3 +214,26 @@ def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:
     trainable = sum(p.numel() for n, p in net.named_parameters() if n in set(result.trainable))
     return {"lora_bytes": lora_bytes, "full_bytes": full.stat().st_size,
             "trainable": trainable, "total": base_total}
+
+
+def analysis_seconds(layers: int = 12, d: int = 768, r: int = 64, types: int = 2) -> dict[str, float]:
+    """Wall seconds of the §7 linear algebra for ``layers × types`` adapted d×d weights at rank r:
+    φ between two runs' A (with the Gaussian baseline) and Table 7 (the ``subspace`` and
+    ``delta-w`` commands without file I/O and plots)."""
+    from analysis.delta_w import table7_rows
+    from analysis.subspace import random_baseline, subspace_similarity
+
+    g = torch.Generator().manual_seed(0)
+    n = layers * types
+    A1, A2 = torch.randn(n, r, d, generator=g), torch.randn(n, r, d, generator=g)
+    B = torch.randn(n, d, r, generator=g)
+    W = torch.randn(n, d, d, generator=g)
+    t = time.perf_counter()
+    for i in range(n):
+        subspace_similarity(A1[i], A2[i])
+        random_baseline(d, r, r, generator=g)
+    t_phi = time.perf_counter() - t
+    t = time.perf_counter()
+    table7_rows(list(W), [B[i] @ A1[i] for i in range(n)], r, generator=g)
+    t_t7 = time.perf_counter() - t
+    return {"phi_s": t_phi, "table7_s": t_t7, "total_s": t_phi + t_t7, "weights": n, "d": d, "r": r}

@@ -12,6 +12,8 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
   Table 1's shapes scaled to CPU (1×128, 16×256); also unmerged LoRA, AdapterH and AdapterL;
 * ``ckpt_ratio``: LoRA checkpoint bytes ÷ full checkpoint bytes (``mpnet_base``: RoBERTa-base
   shape), next to the trainable fraction;
+* ``analysis_s``: seconds of the §7 linear algebra (φ and Table 7) for a 12-layer d=768 model
+  at r=64, q and v (issue target: under 5 s on 2 CPU cores);
 * ``e2e_vs_hf``: wall time of a LoRA SST-2 job through ``run.py`` ÷ the same job with
   transformers' Trainer + peft (``benchmarks/hf_trainer_peft.py``, run_glue.py's padding to the
   maximum length), with both dev accuracies; ``e2e_vs_hf_dynamic`` against the Trainer with
@@ -43,6 +45,7 @@ TARGETS = {  # the issue's targets: (comparison, bound)
     "lora_ft_step": ("<=", 0.67), "lora_peft_step": ("<=", 0.95), "lora_ft_mem": ("<=", 0.75),
     "lora_ckpt_ft_mem": ("<=", 0.40), "merged_base_latency_1x128": ("within", 0.02),
     "merged_base_latency_16x256": ("within", 0.02), "e2e_vs_hf": ("<=", 0.80),
+    "e2e_accuracy_gap": ("<=", 0.01), "analysis_s": ("<", 5.0),
 }
 
 
@@ -119,13 +122,13 @@ def run(args) -> dict:
     ratios: dict[str, float | None] = {}
     t0 = time.time()
 
-    print(f"[1/5] train step, batch {bs} × {seq}: full FT, LoRA, peft LoRA", flush=True)
+    print(f"[1/6] train step, batch {bs} × {seq}: full FT, LoRA, peft LoRA", flush=True)
     steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 3, repeats=2 if q else 10)
     results["step_s"] = steps
     ratios["lora_ft_step"] = steps["lora"] / steps["ft"]
     ratios["lora_peft_step"] = steps["lora"] / steps["peft_lora"]
 
-    print("[2/5] training memory (a fresh process each)", flush=True)
+    print("[2/6] training memory (a fresh process each)", flush=True)
     mem = {name: memory_in_subprocess(args, model=model, method=method, batch_size=bs,
                                       seq_len=seq, steps=2 if q else 3, checkpointing=ckpt)
            for name, method, ckpt in (("ft", "full_ft", False), ("lora", "lora", False),
@@ -134,7 +137,7 @@ def run(args) -> dict:
     ratios["lora_ft_mem"] = mem["lora"]["train_mib"] / mem["ft"]["train_mib"]
     ratios["lora_ckpt_ft_mem"] = mem["lora_ckpt"]["train_mib"] / mem["ft"]["train_mib"]
 
-    print("[3/5] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
+    print("[3/6] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
     shapes = [(1, 128), (16, 256)] if not q else [(1, 16), (2, 32)]
     lat = measure.latencies(model, shapes, device, warmup=2 if q else 5,
                             repeats=3 if q else int(args.latency_repeats))
@@ -147,17 +150,22 @@ def run(args) -> dict:
         ratios["merged_base_latency_1x128"] = ratios.pop("merged_base_latency_1x16")
         ratios["merged_base_latency_16x256"] = ratios.pop("merged_base_latency_2x32")
 
-    print(f"[4/5] checkpoint sizes ({args.ckpt_model})", flush=True)
+    print(f"[4/6] checkpoint sizes ({args.ckpt_model})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ck = measure.checkpoint_bytes(args.ckpt_model, Path(tmp))
     results["checkpoint"] = ck
     ratios["ckpt_ratio"] = ck["lora_bytes"] / ck["full_bytes"]
     ratios["trainable_fraction"] = ck["trainable"] / ck["total"]
 
+    print("[5/6] §7 linear algebra: φ and Table 7 for 12 layers × 2 types, d=768, r=64", flush=True)
+    an = measure.analysis_seconds(**({"layers": 2, "d": 64, "r": 8} if q else {}))
+    results["analysis"] = an
+    ratios["analysis_s"] = an["total_s"]  # seconds, not a ratio: the issue's "< 5 s on 2 cores"
+
     if args.skip_e2e:
         ratios["e2e_vs_hf"] = None
     else:
-        print(f"[5/5] end-to-end LoRA SST-2 job ({args.e2e_steps} steps): run.py vs Trainer + peft",
+        print(f"[6/6] end-to-end LoRA SST-2 job ({args.e2e_steps} steps): run.py vs Trainer + peft",
               flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             e2e = e2e_jobs(args, Path(tmp))
@@ -174,7 +182,7 @@ def met(name: str, value: float | None) -> str:
     if name not in TARGETS or value is None:
         return ""
     op, bound = TARGETS[name]
-    ok = value <= bound if op == "<=" else abs(value - 1) <= bound
+    ok = {"<=": value <= bound, "<": value < bound}.get(op, abs(value - 1) <= bound)
     return "yes" if ok else "NO"
 
 
@@ -183,7 +191,7 @@ def table(results: dict) -> str:
         if name not in TARGETS:
             return ""
         op, bound = TARGETS[name]
-        return f"≤ {bound}" if op == "<=" else f"1.00 ± {bound}"
+        return {"<=": f"≤ {bound}", "<": f"< {bound}"}.get(op, f"1.00 ± {bound}")
 
     lines = ["| ratio | measured | target | met |", "|---|---:|---|---|"]
     for name, value in results["ratios"].items():
