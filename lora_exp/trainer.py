@@ -222,7 +222,9 @@ def train(cfg, out_dir: Path) -> dict:
     task, tcfg = cfg.task, cfg.trainer
     family = task_family(task)
     data_dir = None if cfg.data_dir is None else str(cfg.data_dir)
-    for split in _splits(task):  # missing data fails here, before the model is loaded
+    eval_only = tcfg.max_steps == 0  # e.g. an init_from run scored on DART, whose train split
+    splits = list(task.eval_splits) if eval_only else _splits(task)  # the mirror lacks
+    for split in splits:  # missing data fails here, before the model is loaded
         check_split_file(task, data_dir, split)
     seed_everything(cfg.seed)
     device = pick_device(tcfg.device)
@@ -251,14 +253,15 @@ def train(cfg, out_dir: Path) -> dict:
                  f" (new head: {loaded['skipped']} differ in shape)" if loaded["skipped"] else "")
     model.to(device)
 
-    train_ds = family.dataset(task, data_dir, "train", tokenizer, tcfg.max_length,
-                              tcfg.max_train_samples, train=True)
+    train_ds = None if eval_only else family.dataset(task, data_dir, "train", tokenizer,
+                                                     tcfg.max_length, tcfg.max_train_samples, train=True)
     eval_ds = {s: family.dataset(task, data_dir, s, tokenizer, tcfg.max_length,
                                  tcfg.max_eval_samples, train=False) for s in task.eval_splits}
     pad_id = tokenizer.pad_token_id
-    sampler = LengthGroupedBatches([len(x) for x in train_ds["input_ids"]], tcfg.batch_size,
-                                   cfg.seed, group_by_length=tcfg.group_by_length)
-    steps_per_epoch = math.ceil(len(sampler) / tcfg.grad_accum)
+    lengths = [] if eval_only else [len(x) for x in train_ds["input_ids"]]
+    sampler = LengthGroupedBatches(lengths, tcfg.batch_size, cfg.seed,
+                                   group_by_length=tcfg.group_by_length)
+    steps_per_epoch = max(1, math.ceil(len(sampler) / tcfg.grad_accum))
     total = tcfg.max_steps if tcfg.max_steps is not None else steps_per_epoch * tcfg.epochs
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * total)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,

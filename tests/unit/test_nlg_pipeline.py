@@ -197,6 +197,19 @@ def test_dart_train_is_a_config_error_before_any_work(make_cfg, tmp_path, data_d
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
 
 
+def test_dart_evaluates_without_its_train_split(make_cfg, tmp_path, data_dir, monkeypatch):
+    # trainer.max_steps=0 (e.g. with init_from) needs only the evaluation split.
+    monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path / "cache"))
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=dart", "trainer=smoke",
+                    "trainer.max_steps=0", "trainer.max_eval_samples=3", "task.decoding.greedy=true",
+                    "task.decoding.max_new_tokens=4"])
+    summary = trainer_mod.run(cfg, tmp_path / "run")
+    assert summary["status"] == "ok" and summary["steps"] == 0
+    assert "bleu" in summary["metrics"][cfg.task.eval_splits[0]]["final"]  # DART: one BLEU
+    assert len((tmp_path / "run" / "predictions" / f"{cfg.task.eval_splits[0]}.pred.txt")
+               .read_text().splitlines()) == 3
+
+
 def test_prefix_methods_with_beam_search_fail_before_training(make_cfg, data_dir, tmp_path):
     cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
                     "method=prefix_embed", "method.l_p=2", "method.l_i=1"])
