@@ -15,8 +15,9 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     ratios = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = {"lora_ft_step", "lora_peft_step", "lora_ft_mem", "lora_ckpt_ft_mem",
-                "merged_base_latency_1x128", "merged_base_latency_16x256", "ckpt_ratio",
-                "trainable_fraction", "analysis_s"}
+                "merged_base_latency_1x16", "merged_base_latency_2x32",  # --quick's shapes
+                "unmerged_base_latency_1x16", "adapter_h_base_latency_1x16",
+                "adapter_l_base_latency_2x32", "ckpt_ratio", "trainable_fraction", "analysis_s"}
     assert expected <= set(ratios) and ratios["e2e_vs_hf"] is None
     assert all(ratios[k] > 0 for k in expected)
     saved = json.loads((tmp_path / "benchmark.json").read_text())
@@ -24,7 +25,8 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
     # The checkpoint holds A and B only: its size follows the trainable count (+ a JSON header).
     ck = saved["checkpoint"]
     assert ck["trainable"] * 4 < ck["lora_bytes"] < ck["trainable"] * 4 + 4096
-    assert "| lora_ft_step |" in (tmp_path / "benchmark.md").read_text()
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "| lora_ft_step |" in md and "| merged_base_latency_2x32 |" in md and "1.00 ± 0.02" in md
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path):
