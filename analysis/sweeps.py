@@ -15,6 +15,18 @@ matplotlib.use("Agg")  # headless: CI and cluster nodes have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lora_exp.spec import WEIGHT_TYPES  # noqa: E402
+
+
+def _sort_key(column: pd.Series) -> pd.Series:
+    """Weight-type sets in the paper's Table 5 order (wq, wk, wv, wo, then pairs, then all);
+    any other column as it sorts."""
+    if column.name != "targets":
+        return column
+    rank = {t: i for i, t in enumerate(WEIGHT_TYPES)}
+    return column.map(lambda v: f"{len(str(v).split(',')):02d}" + "".join(  # e.g. "02" "0" "2"
+        str(rank.get(t, len(rank))) for t in str(v).split(",")))
+
 
 def sweep_table(df: pd.DataFrame, by: list[str], stat: str = "median",
                 all_metrics: bool = False) -> pd.DataFrame:
@@ -44,6 +56,7 @@ def to_markdown(table: pd.DataFrame, by: list[str], stat: str, scale: float = 10
     t = table.assign(cell=table.apply(cell, axis=1),
                      col=table["task"] + " " + table["split"] + "/" + table["metric"])
     wide = t.pivot_table(index=by, columns="col", values="cell", aggfunc="first")
+    wide = wide.reset_index().sort_values(by, key=_sort_key).set_index(by)
     counts = t.groupby(by, dropna=False)["trainable"].first()
     wide.insert(0, "trainable", counts.map(lambda v: f"{int(v):,}"))
     note = (f"{stat} over seeds of each run's best evaluation, ×{scale:g}; [min–max] over seeds; "
@@ -59,9 +72,12 @@ def plot(table: pd.DataFrame, x: str, hue: str | None, path: Path, stat: str) ->
     for ax, (task, metric) in zip(axes[0], panels):
         sub = table[(table["task"] == task) & (table["metric"] == metric)]
         groups = sub.groupby(hue, dropna=False) if hue else [(None, sub)]
+        if not pd.api.types.is_numeric_dtype(sub[x]):  # fix the category order on the axis first
+            order = sub[x].drop_duplicates().sort_values(key=_sort_key).astype(str)
+            ax.plot(list(order), [float("nan")] * len(order), color="none")  # keeps the color cycle
         for name, g in groups:
-            g = g.sort_values(x)
-            categorical = g[x].dtype == object
+            g = g.sort_values(x, key=_sort_key)
+            categorical = not pd.api.types.is_numeric_dtype(g[x])
             xs = g[x].astype(str) if categorical else g[x]
             ax.errorbar(xs, g["value"], yerr=[g["value"] - g["min"], g["max"] - g["value"]],
                         marker="o", capsize=3, label=str(name) if hue else None,
