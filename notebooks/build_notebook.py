@@ -8,9 +8,10 @@ import nbformat as nbf
 
 CELLS = [
     ("md", "# lora-exp: from run directories to the paper's §7 tables and figures\n\n"
-           "Reads what `python -m analysis collect / subspace / delta-w` wrote into one folder "
-           "(`LORA_EXP_ANALYSIS_DIR`, default `outputs/analysis`). Every table here is a file on disk, "
-           "every figure a PNG with its CSV beside it."),
+           "Reads what `python -m analysis report` (or `collect`, `subspace`, `delta-w` with one "
+           "`--out`) wrote into a folder: `LORA_EXP_ANALYSIS_DIR`, default `outputs/analysis`; "
+           "e.g. `docs/generated/analysis_sst2`. Every table here is a file on disk, every figure "
+           "a PNG with its CSV beside it."),
     ("code", "import os\nfrom pathlib import Path\n\nimport pandas as pd\nfrom IPython.display import Image, Markdown, display\n\n"
              "ANALYSIS = Path(os.environ.get('LORA_EXP_ANALYSIS_DIR', 'outputs/analysis'))\n"
              "assert ANALYSIS.is_dir(), f'{ANALYSIS} does not exist: run python -m analysis ... --out {ANALYSIS}'\n"
@@ -31,15 +32,19 @@ CELLS = [
              "ax.set_xscale('log', base=2); ax.set_xlabel('rank r'); ax.set_ylabel(f\"dev {acc.metric.iloc[0]} (median, min-max)\")\n"
              "ax.legend(title='targets'); fig.tight_layout(); plt.show()"),
     ("md", "## Subspace similarity φ (`subspace`, §7.2, Figs. 3/4/6/7)"),
-    ("code", "sub = pd.read_csv(ANALYSIS / 'subspace.csv')\nsub"),
-    ("code", "for png in sorted(ANALYSIS.glob('*_phi.png'))[:4] + [ANALYSIS / 'random_phi.png']:\n"
+    ("code", "SUB = sorted(ANALYSIS.rglob('subspace.csv'))[-1].parent  # the folder itself, or report's subspace_r8_r64\n"
+             "print(SUB)\nsub = pd.read_csv(SUB / 'subspace.csv')\nsub"),
+    ("code", "for png in sorted(SUB.glob('*_phi.png'))[:4] + [SUB / 'random_phi.png']:\n"
              "    display(Markdown(f'`{png.name}`'), Image(filename=str(png), width=320))"),
     ("md", "## ΔW versus W (`delta-w`, §7.3, Table 7)"),
-    ("code", "dw = pd.read_csv(ANALYSIS / 'delta_w.csv')\n"
-             "dw[['layer', 'weight_type', 'r', 'proj_delta', 'proj_w', 'proj_random', 'norm_w', 'norm_delta', 'amplification']]"),
-    ("code", "print('claim 1 (ΔW correlates with W more than random):', bool((dw.proj_delta > dw.proj_random).mean() > 0.5))\n"
-             "print('claim 2 (ΔW amplifies directions not emphasised in W):', bool((dw.proj_delta < dw.proj_w).all()))\n"
-             "print('median amplification factor:', float(dw.amplification.median()))"),
+    ("code", "dw = pd.concat([pd.read_csv(f).assign(source=f.parent.name)  # every delta-w table found\n"
+             "                for f in sorted(ANALYSIS.rglob('delta_w.csv'))])\n"
+             "dw[['source', 'layer', 'weight_type', 'r', 'proj_delta', 'proj_w', 'proj_random', 'norm_w', 'norm_delta', 'amplification']]"),
+    ("code", "# The share of adapted weights for which each §7.3 claim holds (report.md calls a claim\n"
+             "# holding when it is true for all of them).\n"
+             "print(f'claim 1, proj_delta > proj_random: {(dw.proj_delta > dw.proj_random).mean():.0%} of weights')\n"
+             "print(f'claim 2, proj_delta < proj_w: {(dw.proj_delta < dw.proj_w).mean():.0%} of weights')\n"
+             "dw.groupby(['source', 'r'])['amplification'].median().rename('median amplification')"),
 ]
 
 

@@ -95,10 +95,8 @@ def test_notebook_runs_top_to_bottom(runs, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    out = tmp_path / "analysis"
-    main(["collect", str(runs), "--out", str(out)])
-    main(["subspace", str(runs / "r4"), str(runs / "r4_seed1"), "--out", str(out)])
-    main(["delta-w", str(runs / "r4"), "--out", str(out)])
+    out = tmp_path / "analysis"  # the layout of `report` (subspace_*/ and delta_w_*/ inside)
+    assert main(["report", str(runs), "--ranks", "2,4", "--out", str(out)]) == 0
     nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
     monkeypatch.setenv("LORA_EXP_ANALYSIS_DIR", str(out))
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
