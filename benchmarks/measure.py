@@ -7,6 +7,7 @@ fresh process per configuration (:func:`train_memory`), since a process's peak n
 from __future__ import annotations
 
 import gc
+import random
 import re
 import statistics
 import time
@@ -99,38 +100,56 @@ def train_step_fn(model: nn.Module, data: dict, device: torch.device) -> Callabl
     return step
 
 
-def interleaved_medians(fns: dict[str, Callable[[], None]], warmup: int, repeats: int,
-                        device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, timed in turns."""
+def interleaved_times(fns: dict[str, Callable[[], None]], warmup: int, repeats: int,
+                      device: torch.device, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``repeats`` rounds; each round calls every function once,
+    in a new (seeded) random order, so no function always runs first or after the same one."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    rng = random.Random(seed)
+    names = list(fns)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        rng.shuffle(names)
+        for name in names:
             sync(device)
             t = time.perf_counter()
-            fn()
+            fns[name]()
             sync(device)
             times[name].append(time.perf_counter() - t)
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> dict[str, float]:
+    """Median over rounds of num's time ÷ den's time in the same round (a slow moment of the
+    machine hits both), with the interquartile range of the per-round ratios as the noise."""
+    r = sorted(a / b for a, b in zip(times[num], times[den]))
+    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0], r[0], r[0]]
+    return {"ratio": statistics.median(r), "q1": q[0], "q3": q[2]}
+
+
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
 def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, warmup: int,
-               repeats: int) -> dict[str, float]:
-    """Median train-step seconds: full FT, lora-exp LoRA, peft LoRA (q, v, r=8)."""
+               repeats: int) -> dict[str, list[float]]:
+    """Train-step seconds per round: full FT, lora-exp LoRA, peft LoRA (q, v, r=8)."""
     data = batch(adapted_model(model, "none"), batch_size, seq_len)
     fns = {"ft": train_step_fn(adapted_model(model, "full_ft"), data, device),
            "lora": train_step_fn(adapted_model(model, "lora"), data, device),
            "peft_lora": train_step_fn(peft_model(model), data, device)}
-    return interleaved_medians(fns, warmup, repeats, device)
+    return interleaved_times(fns, warmup, repeats, device)
 
 
-def latencies(model: str, shapes: list[tuple[int, int]], device: torch.device, warmup: int,
-              repeats: int) -> dict[str, dict[str, float]]:
-    """Median inference forward seconds per shape: base, LoRA merged, LoRA unmerged, AdapterH,
-    AdapterL. LoRA's B is random (a trained-looking update) so merging does real work."""
+def latencies(model: str, shapes: list[tuple[int, int, int]], device: torch.device,
+              warmup: int) -> dict[str, dict[str, list[float]]]:
+    """Inference forward seconds per round, per (batch, length, repeats): base, a second copy of
+    base (the control: its ratio to base is the measurement's noise), LoRA merged, LoRA unmerged,
+    AdapterH, AdapterL. LoRA's B is random (a trained-looking update) so merging does real work."""
     nets = {"base": adapted_model(model, "none", train=False),
+            "base_copy": adapted_model(model, "none", train=False),
             "lora_merged": adapted_model(model, "lora", train=False),
             "lora_unmerged": adapted_model(model, "lora", train=False),
             "adapter_h": adapted_model(model, "adapter_h", train=False),
@@ -145,7 +164,7 @@ def latencies(model: str, shapes: list[tuple[int, int]], device: torch.device, w
     for net in nets.values():
         net.to(device)
     out = {}
-    for bs, seq in shapes:
+    for bs, seq, repeats in shapes:
         data = to(batch(nets["base"], bs, seq, labels=False), device)
 
         def forward(net):
@@ -153,8 +172,8 @@ def latencies(model: str, shapes: list[tuple[int, int]], device: torch.device, w
                 with torch.inference_mode():
                     net(**data)
             return f
-        out[f"{bs}x{seq}"] = interleaved_medians({k: forward(n) for k, n in nets.items()},
-                                                 warmup, repeats, device)
+        out[f"{bs}x{seq}"] = interleaved_times({k: forward(n) for k, n in nets.items()},
+                                               warmup, repeats, device)
     return out
 
 

@@ -123,29 +123,34 @@ def run(args) -> dict:
     t0 = time.time()
 
     print(f"[1/6] train step, batch {bs} × {seq}: full FT, LoRA, peft LoRA", flush=True)
-    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 3, repeats=2 if q else 10)
-    results["step_s"] = steps
-    ratios["lora_ft_step"] = steps["lora"] / steps["ft"]
-    ratios["lora_peft_step"] = steps["lora"] / steps["peft_lora"]
+    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 2, repeats=2 if q else 9)
+    results["step_s"] = measure.medians(steps)
+    noise = results["noise"] = {}  # interquartile range of the per-round ratios
+    for name, num, den in (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_lora")):
+        r = measure.paired_ratio(steps, num, den)
+        ratios[name], noise[name] = r["ratio"], (r["q1"], r["q3"])
 
     print("[2/6] training memory (a fresh process each)", flush=True)
     mem = {name: memory_in_subprocess(args, model=model, method=method, batch_size=bs,
                                       seq_len=seq, steps=2 if q else 3, checkpointing=ckpt)
            for name, method, ckpt in (("ft", "full_ft", False), ("lora", "lora", False),
-                                      ("lora_ckpt", "lora", True), ("ft_ckpt", "full_ft", True))}
+                                      ("lora_ckpt", "lora", True))}
     results["train_memory_mib"] = mem
     ratios["lora_ft_mem"] = mem["lora"]["train_mib"] / mem["ft"]["train_mib"]
     ratios["lora_ckpt_ft_mem"] = mem["lora_ckpt"]["train_mib"] / mem["ft"]["train_mib"]
 
     print("[3/6] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
-    shapes = [(1, 128), (16, 256)] if not q else [(1, 16), (2, 32)]
-    lat = measure.latencies(model, shapes, device, warmup=2 if q else 5,
-                            repeats=3 if q else int(args.latency_repeats))
-    results["latency_s"] = lat
+    shapes = ([(1, 128, 4 * args.latency_repeats), (16, 256, args.latency_repeats)] if not q
+              else [(1, 16, 3), (2, 32, 3)])  # the cheap shape gets more rounds
+    lat = measure.latencies(model, shapes, device, warmup=2 if q else 3)
+    results["latency_s"] = {shape: measure.medians(t) for shape, t in lat.items()}
     for shape, t in lat.items():
-        for key in ("lora_merged", "lora_unmerged", "adapter_h", "adapter_l"):
-            name = {"lora_merged": "merged", "lora_unmerged": "unmerged"}.get(key, key)
-            ratios[f"{name}_base_latency_{shape}"] = t[key] / t["base"]
+        for key in ("base_copy", "lora_merged", "lora_unmerged", "adapter_h", "adapter_l"):
+            name = {"lora_merged": "merged", "lora_unmerged": "unmerged",
+                    "base_copy": "control"}.get(key, key)
+            r = measure.paired_ratio(t, key, "base")
+            ratios[f"{name}_base_latency_{shape}"] = r["ratio"]
+            noise[f"{name}_base_latency_{shape}"] = (r["q1"], r["q3"])
 
     print(f"[4/6] checkpoint sizes ({args.ckpt_model})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,10 +202,12 @@ def table(results: dict) -> str:
         op, bound = target_of(name)
         return {"<=": f"≤ {bound}", "<": f"< {bound}"}.get(op, f"1.00 ± {bound}")
 
-    lines = ["| ratio | measured | target | met |", "|---|---:|---|---|"]
+    lines = ["| figure | measured | per-round IQR | target | met |", "|---|---:|---|---|---|"]
     for name, value in results["ratios"].items():
         shown = "not run" if value is None else f"{value:.4f}" if value < 0.1 else f"{value:.3f}"
-        lines.append(f"| {name} | {shown} | {target(name)} | {met(name, value)} |")
+        iqr = results["noise"].get(name)
+        spread = f"{iqr[0]:.3f}–{iqr[1]:.3f}" if iqr else ""
+        lines.append(f"| {name} | {shown} | {spread} | {target(name)} | {met(name, value)} |")
     s = results["step_s"]
     lines += ["", f"Train step (median s): full FT {s['ft']:.3f}, LoRA {s['lora']:.3f}, "
               f"peft LoRA {s['peft_lora']:.3f}."]
@@ -232,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="minilm", help="model config for step, memory and latency")
     ap.add_argument("--ckpt-model", default="mpnet_base", help="model config for checkpoint sizes")
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--e2e-steps", type=int, default=200)
-    ap.add_argument("--latency-repeats", type=int, default=20)
+    ap.add_argument("--e2e-steps", type=int, default=120)
+    ap.add_argument("--latency-repeats", type=int, default=15)
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny repeats and shapes (a smoke test)")
     ap.add_argument("--out", default="outputs/benchmark")

@@ -16,7 +16,7 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
     ratios = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = {"lora_ft_step", "lora_peft_step", "lora_ft_mem", "lora_ckpt_ft_mem",
                 "merged_base_latency_1x16", "merged_base_latency_2x32",  # --quick's shapes
-                "unmerged_base_latency_1x16", "adapter_h_base_latency_1x16",
+                "unmerged_base_latency_1x16", "adapter_h_base_latency_1x16", "control_base_latency_1x16",
                 "adapter_l_base_latency_2x32", "ckpt_ratio", "trainable_fraction", "analysis_s"}
     assert expected <= set(ratios) and ratios["e2e_vs_hf"] is None
     assert all(ratios[k] > 0 for k in expected)
