@@ -42,20 +42,26 @@ def sweep_table(df: pd.DataFrame, by: list[str], stat: str = "median",
     if main.empty:
         raise ValueError("no finished runs with a main metric in the table")
     keys = [*by, "task", "split", "metric"]
-    return (main.groupby(keys, dropna=False)
+    return (main.groupby(keys, dropna=False, sort=False)  # metrics in the runs' order
             .agg(n=("best", "size"), value=("best", stat), min=("best", "min"), max=("best", "max"),
                  trainable=("trainable", "first"))
             .reset_index())
 
 
 def to_markdown(table: pd.DataFrame, by: list[str], stat: str, scale: float = 100.0) -> str:
-    """Wide Markdown: a column per task with ``stat [min–max] (n)``, then the trainable count."""
+    """Wide Markdown: a column per task × metric with ``stat [min–max] (n)`` (one run: the value
+    and (1)), then the trainable count. Values below 10 get two decimals (CIDEr, NIST)."""
+    def num(v: float) -> str:
+        return f"{v * scale:.2f}" if abs(v * scale) < 10 else f"{v * scale:.1f}"
+
     def cell(r) -> str:
-        return f"{r['value'] * scale:.1f} [{r['min'] * scale:.1f}–{r['max'] * scale:.1f}] ({r['n']})"
+        spread = f" [{num(r['min'])}–{num(r['max'])}]" if r["n"] > 1 else ""
+        return f"{num(r['value'])}{spread} ({r['n']})"
 
     t = table.assign(cell=table.apply(cell, axis=1),
                      col=table["task"] + " " + table["split"] + "/" + table["metric"])
     wide = t.pivot_table(index=by, columns="col", values="cell", aggfunc="first")
+    wide = wide[list(dict.fromkeys(t["col"]))]  # metric columns in the runs' order, not A-Z
     wide = wide.reset_index().sort_values(by, key=_sort_key).set_index(by)
     counts = t.groupby(by, dropna=False)["trainable"].first()
     wide.insert(0, "trainable", counts.map(lambda v: f"{int(v):,}"))
