@@ -222,8 +222,10 @@ def train(cfg, out_dir: Path) -> dict:
     task, tcfg = cfg.task, cfg.trainer
     family = task_family(task)
     data_dir = None if cfg.data_dir is None else str(cfg.data_dir)
-    eval_only = tcfg.max_steps == 0  # e.g. an init_from run scored on DART, whose train split
-    splits = list(task.eval_splits) if eval_only else _splits(task)  # the mirror lacks
+    # Evaluation only (max_steps=0, e.g. an init_from run) needs no train split: DART's is not
+    # in the mirror.
+    eval_only = tcfg.max_steps == 0
+    splits = list(task.eval_splits) if eval_only else _splits(task)
     for split in splits:  # missing data fails here, before the model is loaded
         check_split_file(task, data_dir, split)
     seed_everything(cfg.seed)
