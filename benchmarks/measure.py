@@ -17,25 +17,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from baselines.count_table import compose  # conf/config.yaml + overrides, as run.py composes it
 from lora_exp.lora import lora_modules, merge_lora
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model
 from lora_exp.spec import ModelSpec
 from lora_exp.trainer import enable_gradient_checkpointing, set_trainable
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def compose(overrides: list[str]):
-    """``conf/config.yaml`` composed with overrides, as ``python run.py ...`` would."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import lora_exp  # noqa: F401  (registers the config resolvers)
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def adapted_model(model: str, method: str, rank: int = 8, train: bool = True) -> nn.Module:
