@@ -22,26 +22,34 @@ from lora_exp.lora import lora_modules, merge_lora
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model
 from lora_exp.spec import ModelSpec
-from lora_exp.trainer import enable_gradient_checkpointing, set_trainable
+from lora_exp.trainer import clip_and_step, make_optimizer, prepare_for_training, set_trainable
 
 
+def trainer_cfg(overrides: tuple[str, ...] = ()):
+    """The trainer settings of ``conf/trainer/default.yaml`` (with ``trainer.*`` overrides)."""
+    return compose(["task=sst2", *overrides]).trainer
 
-def adapted_model(model: str, method: str, rank: int = 8, train: bool = True) -> nn.Module:
+
+def adapted_model(model: str, method: str, rank: int = 8, train: bool = True,
+                  trainer: tuple[str, ...] = ()) -> nn.Module:
     """A classifier (2 labels) of ``model`` with ``method`` applied (``none``: the base model),
-    the method's parameters and the head trainable, as the trainer sets them."""
+    the method's parameters and the head trainable and the trainer's preparation
+    (:func:`prepare_for_training` with ``trainer`` overrides) done, as the trainer does it."""
     cfg = compose([f"model={model}", f"method={'lora' if method == 'none' else method}",
-                   f"rank={rank}", "task=sst2"])
+                   f"rank={rank}", "task=sst2", *trainer])
     net = build_model(cfg.model, "cls", 2, seed=0)
     spec = ModelSpec.from_cfg(cfg.model, "cls")
     names = set(spec.head_parameters(net))
     if method != "none":
         names |= set(apply_method(net, spec, cfg.method).trainable)
     set_trainable(net, names)
+    prepare_for_training(net, cfg.trainer)
     return net.train(train)
 
 
 def peft_model(model: str, rank: int = 8, alpha: float = 8.0) -> nn.Module:
-    """The same base model with peft's LoRA on the same weights (q, v) and the same head."""
+    """The same base model with peft's LoRA on the same weights (q, v) and the same head, as a
+    peft user builds it (HF's own dropout and attention)."""
     from peft import LoraConfig, get_peft_model
 
     cfg = compose([f"model={model}", "task=sst2"])
@@ -74,17 +82,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_step_fn(model: nn.Module, data: dict, device: torch.device) -> Callable[[], None]:
-    """One optimizer step (forward, loss, backward, AdamW, zero_grad) as the trainer takes it."""
+def train_step_fn(model: nn.Module, data: dict, device: torch.device,
+                  tcfg=None) -> Callable[[], None]:
+    """One optimizer step as the trainer takes it: forward, loss, backward, gradient clipping,
+    AdamW (the trainer's :func:`make_optimizer`), zero_grad. Every compared model, peft's too,
+    gets the same optimizer settings."""
+    tcfg = tcfg if tcfg is not None else trainer_cfg()
     model.to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    opt = make_optimizer(model, tcfg)
+    scaler = torch.amp.GradScaler(enabled=False)
     data = to(data, device)
 
     def step() -> None:
-        loss = model(**data).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        model(**data).loss.backward()
+        clip_and_step(model, opt, scaler, tcfg)
     return step
 
 
@@ -121,14 +132,36 @@ def medians(times: dict[str, list[float]]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+STOCK = ("trainer.fast_dropout=false",)  # the model's dropout as HF runs it
+
+
 def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, warmup: int,
                repeats: int) -> dict[str, list[float]]:
-    """Train-step seconds per round: full FT, lora-exp LoRA, peft LoRA (q, v, r=8)."""
+    """Train-step seconds per round: full FT, lora-exp LoRA, peft LoRA (q, v, r=8), and full FT
+    and LoRA with ``trainer.fast_dropout=false`` (to show what the dropout kernel adds)."""
     data = batch(adapted_model(model, "none"), batch_size, seq_len)
     fns = {"ft": train_step_fn(adapted_model(model, "full_ft"), data, device),
            "lora": train_step_fn(adapted_model(model, "lora"), data, device),
-           "peft_lora": train_step_fn(peft_model(model), data, device)}
+           "peft_lora": train_step_fn(peft_model(model), data, device),
+           "ft_stock_dropout": train_step_fn(adapted_model(model, "full_ft", trainer=STOCK), data, device),
+           "lora_stock_dropout": train_step_fn(adapted_model(model, "lora", trainer=STOCK), data, device)}
     return interleaved_times(fns, warmup, repeats, device)
+
+
+def step_flops(model: str, batch_size: int, seq_len: int) -> dict[str, int]:
+    """Matrix-product FLOPs of one forward + backward pass (``torch.utils.flop_counter``), full
+    FT and LoRA: their ratio is the compute limit of ``lora_ft_step`` at this shape (LoRA skips
+    the frozen weights' gradient products, not the attention products or the input gradients)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    for key, method in (("ft", "full_ft"), ("lora", "lora")):
+        net = adapted_model(model, method)
+        data = batch(net, batch_size, seq_len)
+        with FlopCounterMode(display=False) as counter:
+            net(**data).loss.backward()
+        out[key] = counter.get_total_flops()
+    return out
 
 
 def latencies(model: str, shapes: list[tuple[int, int, int]], device: torch.device,
@@ -176,9 +209,8 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
     """MiB that training adds above the loaded model: peak RSS minus RSS after loading (CPU;
     Linux's VmHWM, reset after loading via /proc/self/clear_refs), or peak minus current
     allocated memory (CUDA). Includes gradients, AdamW's two moments and activations."""
-    net = adapted_model(model, method).to(device)
-    if checkpointing:
-        enable_gradient_checkpointing(net)
+    net = adapted_model(model, method, trainer=(
+        f"trainer.gradient_checkpointing={str(checkpointing).lower()}",)).to(device)
     step = train_step_fn(net, batch(net, batch_size, seq_len), device)
     gc.collect()
     if device.type == "cuda":

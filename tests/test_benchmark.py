@@ -17,9 +17,14 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
     expected = {"lora_ft_step", "lora_peft_step", "lora_ft_mem", "lora_ckpt_ft_mem",
                 "merged_base_latency_1x16", "merged_base_latency_2x32",  # --quick's shapes
                 "unmerged_base_latency_1x16", "adapter_h_base_latency_1x16", "control_base_latency_1x16",
-                "adapter_l_base_latency_2x32", "ckpt_ratio", "trainable_fraction", "analysis_s"}
+                "adapter_l_base_latency_2x32", "ckpt_ratio", "trainable_fraction", "analysis_s",
+                "lora_ft_flops", "lora_ft_step_stock_dropout", "lora_peft_step_stock_dropout"}
     assert expected <= set(ratios) and ratios["e2e_vs_hf"] is None
     assert all(ratios[k] > 0 for k in expected)
+    # FLOPs are counted, not timed: LoRA skips the frozen weights' gradient products (1/3 of
+    # their work) but not the attention products or the input gradients (a large share in a
+    # 32-wide model: 0.81 here, 0.675 for MiniLM at 16 × 128).
+    assert 0.6 < ratios["lora_ft_flops"] < 0.9
     saved = json.loads((tmp_path / "benchmark.json").read_text())
     assert saved["ratios"].keys() == ratios.keys()
     # The checkpoint holds A and B only: its size follows the trainable count (+ a JSON header).
