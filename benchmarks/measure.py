@@ -135,16 +135,28 @@ def medians(times: dict[str, list[float]]) -> dict[str, float]:
 STOCK = ("trainer.fast_dropout=false",)  # the model's dropout as HF runs it
 
 
+def without_dropout(net: nn.Module) -> nn.Module:
+    """Every dropout probability set to 0 (HF then attends with sdpa's fused kernel). A reference
+    for what dropout costs, not a training setting: the methods fine-tune with dropout."""
+    for m in net.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    return net
+
+
 def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, warmup: int,
                repeats: int) -> dict[str, list[float]]:
     """Train-step seconds per round: full FT, lora-exp LoRA, peft LoRA (q, v, r=8), and full FT
-    and LoRA with ``trainer.fast_dropout=false`` (to show what the dropout kernel adds)."""
+    and LoRA with ``trainer.fast_dropout=false`` (what the dropout kernel saves) and without any
+    dropout (what dropout costs at all)."""
     data = batch(adapted_model(model, "none"), batch_size, seq_len)
     fns = {"ft": train_step_fn(adapted_model(model, "full_ft"), data, device),
            "lora": train_step_fn(adapted_model(model, "lora"), data, device),
            "peft_lora": train_step_fn(peft_model(model), data, device),
            "ft_stock_dropout": train_step_fn(adapted_model(model, "full_ft", trainer=STOCK), data, device),
-           "lora_stock_dropout": train_step_fn(adapted_model(model, "lora", trainer=STOCK), data, device)}
+           "lora_stock_dropout": train_step_fn(adapted_model(model, "lora", trainer=STOCK), data, device),
+           "ft_no_dropout": train_step_fn(without_dropout(adapted_model(model, "full_ft")), data, device),
+           "lora_no_dropout": train_step_fn(without_dropout(adapted_model(model, "lora")), data, device)}
     return interleaved_times(fns, warmup, repeats, device)
 
 

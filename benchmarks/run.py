@@ -9,6 +9,7 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
 * ``lora_ft_flops``: LoRA's ÷ full fine-tuning's matrix-product FLOPs per step, the compute limit
   of ``lora_ft_step``; ``*_stock_dropout``: the step ratios with ``trainer.fast_dropout=false``
   (the model's dropout as HF runs it), which separate the dropout kernel's share from LoRA's;
+  ``lora_ft_step_no_dropout``: both without dropout, a reference for what dropout costs;
 * ``lora_ft_mem`` / ``lora_ckpt_ft_mem``: memory training adds above the loaded model, LoRA (and
   LoRA with gradient checkpointing) ÷ full fine-tuning;
 * ``merged_base_latency_<shape>``: forward latency of the merged LoRA model ÷ the base model's, at
@@ -131,7 +132,8 @@ def run(args) -> dict:
     noise = results["noise"] = {}  # interquartile range of the per-round ratios
     for name, num, den in (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_lora"),
                            ("lora_ft_step_stock_dropout", "lora_stock_dropout", "ft_stock_dropout"),
-                           ("lora_peft_step_stock_dropout", "lora_stock_dropout", "peft_lora")):
+                           ("lora_peft_step_stock_dropout", "lora_stock_dropout", "peft_lora"),
+                           ("lora_ft_step_no_dropout", "lora_no_dropout", "ft_no_dropout")):
         r = measure.paired_ratio(steps, num, den)
         ratios[name], noise[name] = r["ratio"], (r["q1"], r["q3"])
     flops = results["step_flops"] = measure.step_flops(model, bs, seq)
@@ -219,7 +221,8 @@ def table(results: dict) -> str:
     f = results["step_flops"]
     lines += ["", f"Train step (median s): full FT {s['ft']:.3f}, LoRA {s['lora']:.3f}, "
               f"peft LoRA {s['peft_lora']:.3f}; with trainer.fast_dropout=false: full FT "
-              f"{s['ft_stock_dropout']:.3f}, LoRA {s['lora_stock_dropout']:.3f}. Matrix-product "
+              f"{s['ft_stock_dropout']:.3f}, LoRA {s['lora_stock_dropout']:.3f}; without dropout: "
+              f"full FT {s['ft_no_dropout']:.3f}, LoRA {s['lora_no_dropout']:.3f}. Matrix-product "
               f"GFLOP per step: full FT {f['ft'] / 1e9:.1f}, LoRA {f['lora'] / 1e9:.1f}."]
     m = results["train_memory_mib"]
     lines.append("Training memory above the loaded model (MiB): " + ", ".join(

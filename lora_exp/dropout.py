@@ -3,8 +3,8 @@
 Every method fine-tunes with the model's own dropout on (p = 0.1 in BERT, RoBERTa and GPT-2), and
 on a CPU that dropout, not any method, is the largest elementwise cost of a training step:
 PyTorch draws each mask with ``bernoulli_`` (5.6 ns per element on the 2-core dev machine), then
-scales and multiplies in separate passes; with stock HF dropout it takes 0.13 s of MiniLM's
-0.57 s LoRA step at batch 16 × 128 (docs/performance.md). This module keeps the definition —
+scales and multiplies in separate passes: about 40 % of MiniLM's LoRA step at batch 16 × 128
+(docs/performance.md). This module keeps the definition —
 every element kept independently with probability 1 − p, kept ones scaled by 1/(1 − p) — and
 changes how the mask is drawn and applied:
 
