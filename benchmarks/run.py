@@ -11,7 +11,9 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
   (the model's dropout as HF runs it), which separate the dropout kernel's share from LoRA's;
   ``lora_ft_step_no_dropout``: both without dropout, a reference for what dropout costs;
 * ``lora_ft_mem`` / ``lora_ckpt_ft_mem``: memory training adds above the loaded model, LoRA (and
-  LoRA with gradient checkpointing) ÷ full fine-tuning;
+  LoRA with gradient checkpointing) ÷ full fine-tuning, as peak RSS; ``*_tensor_mem``: the same
+  from the peak of live tensor bytes (the profiler's memory events), without what glibc's
+  allocator keeps mapped;
 * ``merged_base_latency_<shape>``: forward latency of the merged LoRA model ÷ the base model's, at
   Table 1's shapes scaled to CPU (1×128, 16×256); also unmerged LoRA, AdapterH and AdapterL;
 * ``ckpt_ratio``: LoRA checkpoint bytes ÷ full checkpoint bytes (``mpnet_base``: RoBERTa-base
@@ -32,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,11 +82,14 @@ def _worker_memory(args) -> None:
     print(json.dumps(measure.train_memory(device=device_of(args.device), **spec)))
 
 
-def memory_in_subprocess(args, **spec) -> dict:
+def memory_in_subprocess(args, repeats: int, **spec) -> dict:
+    """:func:`measure.train_memory` in ``repeats`` fresh processes (a process's peak never goes
+    down), each figure the median over them: the C allocator's layout varies a few % per run."""
     cmd = [sys.executable, __file__, "--worker", "memory", "--worker-args", json.dumps(spec),
            "--device", args.device]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    runs = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+                       .stdout.strip().splitlines()[-1]) for _ in range(repeats)]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def e2e_jobs(args, out: Path) -> dict:
@@ -139,14 +145,17 @@ def run(args) -> dict:
     flops = results["step_flops"] = measure.step_flops(model, bs, seq)
     ratios["lora_ft_flops"] = flops["lora"] / flops["ft"]
 
-    print("[2/6] training memory (a fresh process each)", flush=True)
-    mem = {name: memory_in_subprocess(args, model=model, method=method, batch_size=bs,
-                                      seq_len=seq, steps=2 if q else 3, checkpointing=ckpt)
+    print("[2/6] training memory (fresh processes)", flush=True)
+    mem = {name: memory_in_subprocess(args, 1 if q else 3, model=model, method=method,
+                                      batch_size=bs, seq_len=seq, steps=2 if q else 3,
+                                      checkpointing=ckpt)
            for name, method, ckpt in (("ft", "full_ft", False), ("lora", "lora", False),
                                       ("lora_ckpt", "lora", True))}
     results["train_memory_mib"] = mem
     ratios["lora_ft_mem"] = mem["lora"]["train_mib"] / mem["ft"]["train_mib"]
     ratios["lora_ckpt_ft_mem"] = mem["lora_ckpt"]["train_mib"] / mem["ft"]["train_mib"]
+    ratios["lora_ft_tensor_mem"] = mem["lora"]["tensor_mib"] / mem["ft"]["tensor_mib"]
+    ratios["lora_ckpt_ft_tensor_mem"] = mem["lora_ckpt"]["tensor_mib"] / mem["ft"]["tensor_mib"]
 
     print("[3/6] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
     shapes = ([(1, 128, 4 * args.latency_repeats), (16, 256, args.latency_repeats)] if not q
@@ -225,8 +234,9 @@ def table(results: dict) -> str:
               f"full FT {s['ft_no_dropout']:.3f}, LoRA {s['lora_no_dropout']:.3f}. Matrix-product "
               f"GFLOP per step: full FT {f['ft'] / 1e9:.1f}, LoRA {f['lora'] / 1e9:.1f}."]
     m = results["train_memory_mib"]
-    lines.append("Training memory above the loaded model (MiB): " + ", ".join(
-        f"{k} {v['train_mib']:.0f}" for k, v in m.items()) + ".")
+    lines.append("Training memory above the loaded model (MiB), peak RSS: " + ", ".join(
+        f"{k} {v['train_mib']:.0f}" for k, v in m.items()) + "; peak live tensors: " + ", ".join(
+        f"{k} {v['tensor_mib']:.0f}" for k, v in m.items()) + ".")
     for shape, t in results["latency_s"].items():
         lines.append(f"Forward {shape} (median ms): " + ", ".join(
             f"{k} {v * 1e3:.2f}" for k, v in t.items()) + ".")

@@ -18,7 +18,7 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
                 "merged_base_latency_1x16", "merged_base_latency_2x32",  # --quick's shapes
                 "unmerged_base_latency_1x16", "adapter_h_base_latency_1x16", "control_base_latency_1x16",
                 "adapter_l_base_latency_2x32", "ckpt_ratio", "trainable_fraction", "analysis_s",
-                "lora_ft_flops", "lora_ft_step_stock_dropout", "lora_peft_step_stock_dropout", "lora_ft_step_no_dropout"}
+                "lora_ft_flops", "lora_ft_step_stock_dropout", "lora_peft_step_stock_dropout", "lora_ft_step_no_dropout", "lora_ft_tensor_mem", "lora_ckpt_ft_tensor_mem"}
     assert expected <= set(ratios) and ratios["e2e_vs_hf"] is None
     assert all(ratios[k] > 0 for k in expected)
     # FLOPs are counted, not timed: LoRA skips the frozen weights' gradient products (1/3 of
