@@ -229,13 +229,16 @@ def _peak_live_bytes(prof) -> int:
 
 
 def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: int,
-                 checkpointing: bool, device: torch.device) -> dict[str, float]:
-    """MiB that training adds above the loaded model, two ways. ``train_mib``, the issue's
-    measure: peak RSS minus RSS after loading (CPU; Linux's VmHWM, reset after loading via
-    /proc/self/clear_refs), or peak minus current allocated memory (CUDA). ``tensor_mib``: the
-    peak of live tensor bytes the steps allocate (CPU: profiler memory events; CUDA: the same as
-    ``train_mib``), which leaves out what the C allocator holds on to. Both include gradients,
-    AdamW's two moments and activations."""
+                 checkpointing: bool, device: torch.device, measure: str = "rss") -> float:
+    """MiB that training adds above the loaded model (gradients, AdamW's two moments,
+    activations). Call in a fresh process: a process's peak never goes down.
+
+    ``measure="rss"``, the issue's measure: peak RSS minus RSS after loading (CPU; Linux's
+    VmHWM, reset after loading via /proc/self/clear_refs), or peak minus current allocated
+    memory (CUDA). ``measure="tensors"``: the peak of live tensor bytes the steps allocate
+    (CPU: the profiler's memory events, which leave out what the C allocator keeps mapped;
+    CUDA: the same as ``rss``). Profiling costs memory of its own, hence one measure a process.
+    """
     net = adapted_model(model, method, trainer=(
         f"trainer.gradient_checkpointing={str(checkpointing).lower()}",)).to(device)
     step = train_step_fn(net, batch(net, batch_size, seq_len), device)
@@ -247,20 +250,19 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        tensor_peak = peak - loaded
-    else:
+        return (torch.cuda.max_memory_allocated() - loaded) / 2**20
+    if measure == "tensors":
         from torch.profiler import ProfilerActivity, profile
 
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-        loaded = _status_kb("VmRSS") * 1024
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             for _ in range(steps):
                 step()
-        peak = _status_kb("VmHWM") * 1024
-        tensor_peak = _peak_live_bytes(prof)
-    return {"loaded_mib": loaded / 2**20, "peak_mib": peak / 2**20,
-            "train_mib": (peak - loaded) / 2**20, "tensor_mib": tensor_peak / 2**20}
+        return _peak_live_bytes(prof) / 2**20
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    loaded = _status_kb("VmRSS") * 1024
+    for _ in range(steps):
+        step()
+    return (_status_kb("VmHWM") * 1024 - loaded) / 2**20
 
 
 def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:

@@ -83,13 +83,15 @@ def _worker_memory(args) -> None:
 
 
 def memory_in_subprocess(args, repeats: int, **spec) -> dict:
-    """:func:`measure.train_memory` in ``repeats`` fresh processes (a process's peak never goes
-    down), each figure the median over them: the C allocator's layout varies a few % per run."""
-    cmd = [sys.executable, __file__, "--worker", "memory", "--worker-args", json.dumps(spec),
-           "--device", args.device]
-    runs = [json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
-                       .stdout.strip().splitlines()[-1]) for _ in range(repeats)]
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    """:func:`measure.train_memory` in fresh processes: peak RSS as the median of ``repeats``
+    processes (the C allocator's layout varies a few % per run), live tensors in one more."""
+    def one(what: str) -> float:
+        cmd = [sys.executable, __file__, "--worker", "memory", "--device", args.device,
+               "--worker-args", json.dumps({**spec, "measure": what})]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    rss = [one("rss") for _ in range(repeats)]
+    return {"train_mib": statistics.median(rss), "train_mib_runs": rss, "tensor_mib": one("tensors")}
 
 
 def e2e_jobs(args, out: Path) -> dict:
@@ -133,7 +135,7 @@ def run(args) -> dict:
     t0 = time.time()
 
     print(f"[1/6] train step, batch {bs} × {seq}: full FT, LoRA, peft LoRA", flush=True)
-    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 2, repeats=2 if q else 9)
+    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 2, repeats=2 if q else 15)
     results["step_s"] = measure.medians(steps)
     noise = results["noise"] = {}  # interquartile range of the per-round ratios
     for name, num, den in (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_lora"),
@@ -234,8 +236,10 @@ def table(results: dict) -> str:
               f"full FT {s['ft_no_dropout']:.3f}, LoRA {s['lora_no_dropout']:.3f}. Matrix-product "
               f"GFLOP per step: full FT {f['ft'] / 1e9:.1f}, LoRA {f['lora'] / 1e9:.1f}."]
     m = results["train_memory_mib"]
-    lines.append("Training memory above the loaded model (MiB), peak RSS: " + ", ".join(
-        f"{k} {v['train_mib']:.0f}" for k, v in m.items()) + "; peak live tensors: " + ", ".join(
+    lines.append("Training memory above the loaded model (MiB), peak RSS (median [min–max] of "
+                 "fresh processes): " + ", ".join(
+        f"{k} {v['train_mib']:.0f} [{min(v['train_mib_runs']):.0f}–{max(v['train_mib_runs']):.0f}]"
+        for k, v in m.items()) + "; peak live tensors: " + ", ".join(
         f"{k} {v['tensor_mib']:.0f}" for k, v in m.items()) + ".")
     for shape, t in results["latency_s"].items():
         lines.append(f"Forward {shape} (median ms): " + ", ".join(
