@@ -229,13 +229,13 @@ def _peak_live_bytes(prof) -> int:
 
 
 def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: int,
-                 checkpointing: bool, device: torch.device, measure: str = "rss") -> float:
+                 checkpointing: bool, device: torch.device, kind: str = "rss") -> float:
     """MiB that training adds above the loaded model (gradients, AdamW's two moments,
     activations). Call in a fresh process: a process's peak never goes down.
 
-    ``measure="rss"``, the issue's measure: peak RSS minus RSS after loading (CPU; Linux's
+    ``kind="rss"``, the issue's measure: peak RSS minus RSS after loading (CPU; Linux's
     VmHWM, reset after loading via /proc/self/clear_refs), or peak minus current allocated
-    memory (CUDA). ``measure="tensors"``: the peak of live tensor bytes the steps allocate
+    memory (CUDA). ``kind="tensors"``: the peak of live tensor bytes the steps allocate
     (CPU: the profiler's memory events, which leave out what the C allocator keeps mapped;
     CUDA: the same as ``rss``). Profiling costs memory of its own, hence one measure a process.
     """
@@ -251,7 +251,7 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
             step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - loaded) / 2**20
-    if measure == "tensors":
+    if kind == "tensors":
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

@@ -87,7 +87,7 @@ def memory_in_subprocess(args, repeats: int, **spec) -> dict:
     processes (the C allocator's layout varies a few % per run), live tensors in one more."""
     def one(what: str) -> float:
         cmd = [sys.executable, __file__, "--worker", "memory", "--device", args.device,
-               "--worker-args", json.dumps({**spec, "measure": what})]
+               "--worker-args", json.dumps({**spec, "kind": what})]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
         return json.loads(out.strip().splitlines()[-1])
     rss = [one("rss") for _ in range(repeats)]

@@ -100,8 +100,8 @@ def enable_gradient_checkpointing(model) -> None:
 
 def prepare_for_training(model, tcfg) -> None:
     """The trainer's speed and memory measures, applied after the method (so that the method's
-    own dropout is covered too): gradient checkpointing and the CPU dropout of
-    :mod:`lora_exp.dropout`. Neither changes what is computed."""
+    own dropout is covered too): gradient checkpointing (the same numbers) and the CPU dropout of
+    :mod:`lora_exp.dropout` (the same distribution of masks, another random stream)."""
     if tcfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if tcfg.fast_dropout:
@@ -110,8 +110,8 @@ def prepare_for_training(model, tcfg) -> None:
 
 def make_optimizer(model, tcfg) -> torch.optim.AdamW:
     """AdamW over the parameters that train. ``trainer.fused_optimizer``: PyTorch's fused kernel
-    (one pass per step on CPU and CUDA, 4× faster than the per-tensor loop for full fine-tuning
-    here) instead of the per-tensor loop; same update rule."""
+    (one pass over all parameters, on CPU and CUDA; for MiniLM full fine-tuning 13 ms a step
+    against the per-tensor loop's 56 ms on the dev machine), same update rule."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay,
                              betas=tuple(tcfg.betas), fused=tcfg.fused_optimizer or None)
