@@ -145,18 +145,19 @@ def without_dropout(net: nn.Module) -> nn.Module:
 
 
 def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, warmup: int,
-               repeats: int) -> dict[str, list[float]]:
-    """Train-step seconds per round: full FT, lora-exp LoRA, peft LoRA (q, v, r=8), and full FT
-    and LoRA with ``trainer.fast_dropout=false`` (what the dropout kernel saves) and without any
-    dropout (what dropout costs at all)."""
+               repeats: int, references: bool = True) -> dict[str, list[float]]:
+    """Train-step seconds per round: full FT, lora-exp LoRA, peft LoRA (q, v, r=8), and, with
+    ``references``, full FT and LoRA with ``trainer.fast_dropout=false`` (what the dropout
+    kernel saves) and without any dropout (what dropout costs at all)."""
     data = batch(adapted_model(model, "none"), batch_size, seq_len)
-    fns = {"ft": train_step_fn(adapted_model(model, "full_ft"), data, device),
-           "lora": train_step_fn(adapted_model(model, "lora"), data, device),
-           "peft_lora": train_step_fn(peft_model(model), data, device),
-           "ft_stock_dropout": train_step_fn(adapted_model(model, "full_ft", trainer=STOCK), data, device),
-           "lora_stock_dropout": train_step_fn(adapted_model(model, "lora", trainer=STOCK), data, device),
-           "ft_no_dropout": train_step_fn(without_dropout(adapted_model(model, "full_ft")), data, device),
-           "lora_no_dropout": train_step_fn(without_dropout(adapted_model(model, "lora")), data, device)}
+    nets = {"ft": adapted_model(model, "full_ft"), "lora": adapted_model(model, "lora"),
+            "peft_lora": peft_model(model)}
+    if references:
+        nets |= {"ft_stock_dropout": adapted_model(model, "full_ft", trainer=STOCK),
+                 "lora_stock_dropout": adapted_model(model, "lora", trainer=STOCK),
+                 "ft_no_dropout": without_dropout(adapted_model(model, "full_ft")),
+                 "lora_no_dropout": without_dropout(adapted_model(model, "lora"))}
+    fns = {k: train_step_fn(net, data, device) for k, net in nets.items()}
     return interleaved_times(fns, warmup, repeats, device)
 
 

@@ -124,42 +124,58 @@ def e2e_jobs(args, out: Path) -> dict:
     return res
 
 
+STEP_RATIOS = (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_lora"),
+               ("lora_ft_step_stock_dropout", "lora_stock_dropout", "ft_stock_dropout"),
+               ("lora_peft_step_stock_dropout", "lora_stock_dropout", "peft_lora"),
+               ("lora_ft_step_no_dropout", "lora_no_dropout", "ft_no_dropout"))
+
+
+def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, noise: dict,
+                    device, references: bool) -> None:
+    """Train step (paired rounds), FLOPs and training memory of one model; every figure is
+    named with ``suffix`` (empty for the main model)."""
+    q, bs, seq = args.quick, 16, 128
+    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 2,
+                               repeats=2 if q else args.step_repeats, references=references)
+    results[f"step_s{suffix}"] = measure.medians(steps)
+    for name, num, den in STEP_RATIOS:
+        if num in steps and den in steps:
+            r = measure.paired_ratio(steps, num, den)
+            ratios[name + suffix], noise[name + suffix] = r["ratio"], (r["q1"], r["q3"])
+    flops = results[f"step_flops{suffix}"] = measure.step_flops(model, bs, seq)
+    ratios["lora_ft_flops" + suffix] = flops["lora"] / flops["ft"]
+    repeats = 1 if q or not references else 3  # the second model: one process per measure
+    mem = {name: memory_in_subprocess(args, repeats, model=model, method=method, batch_size=bs,
+                                      seq_len=seq, steps=2 if q else 3, checkpointing=ckpt)
+           for name, method, ckpt in (("ft", "full_ft", False), ("lora", "lora", False),
+                                      ("lora_ckpt", "lora", True))}
+    results[f"train_memory_mib{suffix}"] = mem
+    for kind, field in (("mem", "train_mib"), ("tensor_mem", "tensor_mib")):
+        ratios[f"lora_ft_{kind}{suffix}"] = mem["lora"][field] / mem["ft"][field]
+        ratios[f"lora_ckpt_ft_{kind}{suffix}"] = mem["lora_ckpt"][field] / mem["ft"][field]
+
+
 def run(args) -> dict:
     device = device_of(args.device)
     q = args.quick
-    model, seq, bs = args.model, 128, 16
+    model = args.model
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"machine": machine(), "device": str(device), "model": model}
+    results: dict = {"machine": machine(), "device": str(device), "model": model,
+                     "second_model": args.second_model}
     ratios: dict[str, float | None] = {}
+    noise = results["noise"] = {}  # interquartile range of the per-round ratios
     t0 = time.time()
 
-    print(f"[1/6] train step, batch {bs} × {seq}: full FT, LoRA, peft LoRA", flush=True)
-    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 2, repeats=2 if q else 15)
-    results["step_s"] = measure.medians(steps)
-    noise = results["noise"] = {}  # interquartile range of the per-round ratios
-    for name, num, den in (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_lora"),
-                           ("lora_ft_step_stock_dropout", "lora_stock_dropout", "ft_stock_dropout"),
-                           ("lora_peft_step_stock_dropout", "lora_stock_dropout", "peft_lora"),
-                           ("lora_ft_step_no_dropout", "lora_no_dropout", "ft_no_dropout")):
-        r = measure.paired_ratio(steps, num, den)
-        ratios[name], noise[name] = r["ratio"], (r["q1"], r["q3"])
-    flops = results["step_flops"] = measure.step_flops(model, bs, seq)
-    ratios["lora_ft_flops"] = flops["lora"] / flops["ft"]
+    print(f"[1/7] {model}: train step (batch 16 × 128; full FT, LoRA, peft LoRA, references), "
+          "FLOPs, training memory (fresh processes)", flush=True)
+    step_and_memory(args, model, "", results, ratios, noise, device, references=True)
+    if args.second_model != "none":
+        print(f"[2/7] {args.second_model}: train step, FLOPs, training memory", flush=True)
+        step_and_memory(args, args.second_model, f"_{args.second_model}", results, ratios, noise,
+                        device, references=False)
 
-    print("[2/6] training memory (fresh processes)", flush=True)
-    mem = {name: memory_in_subprocess(args, 1 if q else 3, model=model, method=method,
-                                      batch_size=bs, seq_len=seq, steps=2 if q else 3,
-                                      checkpointing=ckpt)
-           for name, method, ckpt in (("ft", "full_ft", False), ("lora", "lora", False),
-                                      ("lora_ckpt", "lora", True))}
-    results["train_memory_mib"] = mem
-    ratios["lora_ft_mem"] = mem["lora"]["train_mib"] / mem["ft"]["train_mib"]
-    ratios["lora_ckpt_ft_mem"] = mem["lora_ckpt"]["train_mib"] / mem["ft"]["train_mib"]
-    ratios["lora_ft_tensor_mem"] = mem["lora"]["tensor_mib"] / mem["ft"]["tensor_mib"]
-    ratios["lora_ckpt_ft_tensor_mem"] = mem["lora_ckpt"]["tensor_mib"] / mem["ft"]["tensor_mib"]
-
-    print("[3/6] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
+    print("[3/7] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
     shapes = ([(1, 128, 4 * args.latency_repeats), (16, 256, args.latency_repeats)] if not q
               else [(1, 16, 3), (2, 32, 3)])  # the cheap shape gets more rounds
     lat = measure.latencies(model, shapes, device, warmup=2 if q else 3)
@@ -172,14 +188,14 @@ def run(args) -> dict:
             ratios[f"{name}_base_latency_{shape}"] = r["ratio"]
             noise[f"{name}_base_latency_{shape}"] = (r["q1"], r["q3"])
 
-    print(f"[4/6] checkpoint sizes ({args.ckpt_model})", flush=True)
+    print(f"[4/7] checkpoint sizes ({args.ckpt_model})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ck = measure.checkpoint_bytes(args.ckpt_model, Path(tmp))
     results["checkpoint"] = ck
     ratios["ckpt_ratio"] = ck["lora_bytes"] / ck["full_bytes"]
     ratios["trainable_fraction"] = ck["trainable"] / ck["total"]
 
-    print("[5/6] §7 linear algebra: φ and Table 7 for 12 layers × 2 types, d=768, r=64", flush=True)
+    print("[5/7] §7 linear algebra: φ and Table 7 for 12 layers × 2 types, d=768, r=64", flush=True)
     an = measure.analysis_seconds(**({"layers": 2, "d": 64, "r": 8} if q else {}))
     results["analysis"] = an
     ratios["analysis_s"] = an["total_s"]  # seconds, not a ratio: the issue's "< 5 s on 2 cores"
@@ -187,7 +203,7 @@ def run(args) -> dict:
     if args.skip_e2e:
         ratios["e2e_vs_hf"] = None
     else:
-        print(f"[6/6] end-to-end LoRA SST-2 job ({args.e2e_steps} steps): run.py vs Trainer + peft",
+        print(f"[6/7] end-to-end LoRA SST-2 job ({args.e2e_steps} steps): run.py vs Trainer + peft",
               flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             e2e = e2e_jobs(args, Path(tmp))
@@ -197,29 +213,62 @@ def run(args) -> dict:
         ratios["e2e_accuracy_gap"] = abs(e2e["run_py_accuracy"] - e2e["hf_max_length_accuracy"])
     results["ratios"] = ratios
     results["benchmark_wall_s"] = time.time() - t0
+    print("[7/7] done", flush=True)
     return results
 
 
-def target_of(name: str) -> tuple[str, float] | None:
-    """The issue's target for a named figure (a key ending in ``_`` covers every shape)."""
+def target_of(name: str, suffixes: tuple[str, ...] = ()) -> tuple[str, float] | None:
+    """The issue's target for a named figure (a key ending in ``_`` covers every shape; a
+    second model's figures, named ``<figure>_<model>``, have the figure's target)."""
+    for suffix in suffixes:
+        if suffix and name.endswith(suffix):
+            name = name[:-len(suffix)]
     if name in TARGETS:
         return TARGETS[name]
     return next((t for k, t in TARGETS.items() if k.endswith("_") and name.startswith(k)), None)
 
 
-def met(name: str, value: float | None) -> str:
-    if target_of(name) is None or value is None:
+def met(name: str, value: float | None, suffixes: tuple[str, ...] = ()) -> str:
+    target = target_of(name, suffixes)
+    if target is None or value is None:
         return ""
-    op, bound = target_of(name)
+    op, bound = target
     ok = {"<=": value <= bound, "<": value < bound}.get(op, abs(value - 1) <= bound)
     return "yes" if ok else "NO"
 
 
+def _suffixes(results: dict) -> tuple[str, ...]:
+    second = results.get("second_model", "none")
+    return () if second == "none" else (f"_{second}",)
+
+
+def _step_and_memory_lines(results: dict, suffix: str, model: str) -> list[str]:
+    s, f = results[f"step_s{suffix}"], results[f"step_flops{suffix}"]
+    line = (f"{model}, train step (median s): full FT {s['ft']:.3f}, LoRA {s['lora']:.3f}, "
+            f"peft LoRA {s['peft_lora']:.3f}")
+    if "ft_stock_dropout" in s:
+        line += (f"; with trainer.fast_dropout=false: full FT {s['ft_stock_dropout']:.3f}, LoRA "
+                 f"{s['lora_stock_dropout']:.3f}; without dropout: full FT {s['ft_no_dropout']:.3f}, "
+                 f"LoRA {s['lora_no_dropout']:.3f}")
+    line += (f". Matrix-product GFLOP per step: full FT {f['ft'] / 1e9:.1f}, LoRA "
+             f"{f['lora'] / 1e9:.1f}.")
+    m = results[f"train_memory_mib{suffix}"]
+    mem = (f"{model}, training memory above the loaded model (MiB), peak RSS (median [min–max] of "
+           "fresh processes): " + ", ".join(
+               f"{k} {v['train_mib']:.0f} [{min(v['train_mib_runs']):.0f}–"
+               f"{max(v['train_mib_runs']):.0f}]" for k, v in m.items())
+           + "; peak live tensors: " + ", ".join(f"{k} {v['tensor_mib']:.0f}" for k, v in m.items())
+           + ".")
+    return [line, mem]
+
+
 def table(results: dict) -> str:
+    suffixes = _suffixes(results)
+
     def target(name: str) -> str:
-        if target_of(name) is None:
+        if target_of(name, suffixes) is None:
             return ""
-        op, bound = target_of(name)
+        op, bound = target_of(name, suffixes)
         return {"<=": f"≤ {bound}", "<": f"< {bound}"}.get(op, f"1.00 ± {bound}")
 
     lines = ["| figure | measured | per-round IQR | target | met |", "|---|---:|---|---|---|"]
@@ -227,20 +276,11 @@ def table(results: dict) -> str:
         shown = "not run" if value is None else f"{value:.4f}" if value < 0.1 else f"{value:.3f}"
         iqr = results["noise"].get(name)
         spread = f"{iqr[0]:.3f}–{iqr[1]:.3f}" if iqr else ""
-        lines.append(f"| {name} | {shown} | {spread} | {target(name)} | {met(name, value)} |")
-    s = results["step_s"]
-    f = results["step_flops"]
-    lines += ["", f"Train step (median s): full FT {s['ft']:.3f}, LoRA {s['lora']:.3f}, "
-              f"peft LoRA {s['peft_lora']:.3f}; with trainer.fast_dropout=false: full FT "
-              f"{s['ft_stock_dropout']:.3f}, LoRA {s['lora_stock_dropout']:.3f}; without dropout: "
-              f"full FT {s['ft_no_dropout']:.3f}, LoRA {s['lora_no_dropout']:.3f}. Matrix-product "
-              f"GFLOP per step: full FT {f['ft'] / 1e9:.1f}, LoRA {f['lora'] / 1e9:.1f}."]
-    m = results["train_memory_mib"]
-    lines.append("Training memory above the loaded model (MiB), peak RSS (median [min–max] of "
-                 "fresh processes): " + ", ".join(
-        f"{k} {v['train_mib']:.0f} [{min(v['train_mib_runs']):.0f}–{max(v['train_mib_runs']):.0f}]"
-        for k, v in m.items()) + "; peak live tensors: " + ", ".join(
-        f"{k} {v['tensor_mib']:.0f}" for k, v in m.items()) + ".")
+        lines.append(f"| {name} | {shown} | {spread} | {target(name)} | "
+                     f"{met(name, value, suffixes)} |")
+    lines += ["", *_step_and_memory_lines(results, "", results["model"])]
+    for suffix in suffixes:
+        lines += _step_and_memory_lines(results, suffix, results["second_model"])
     for shape, t in results["latency_s"].items():
         lines.append(f"Forward {shape} (median ms): " + ", ".join(
             f"{k} {v * 1e3:.2f}" for k, v in t.items()) + ".")
@@ -264,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="lora-exp efficiency benchmark (side by side, one run)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--model", default="minilm", help="model config for step, memory and latency")
+    ap.add_argument("--second-model", default="mpnet_base",
+                    help="a second model for step and memory figures (named <figure>_<model>), "
+                         "or none")
+    ap.add_argument("--step-repeats", type=int, default=11, help="paired rounds of train steps")
     ap.add_argument("--ckpt-model", default="mpnet_base", help="model config for checkpoint sizes")
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--e2e-steps", type=int, default=120)
