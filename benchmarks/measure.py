@@ -161,6 +161,13 @@ def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, 
     return interleaved_times(fns, warmup, repeats, device)
 
 
+def checkpointing_supported(model: str) -> bool:
+    """Whether HF implements gradient checkpointing for ``model`` (MPNet does not)."""
+    cfg = compose([f"model={model}", "task=sst2"])
+    return bool(getattr(build_model(cfg.model, "cls", 2, skeleton=True),
+                        "supports_gradient_checkpointing", False))
+
+
 def step_flops(model: str, batch_size: int, seq_len: int) -> dict[str, int]:
     """Matrix-product FLOPs of one forward + backward pass (``torch.utils.flop_counter``), full
     FT and LoRA: their ratio is the compute limit of ``lora_ft_step`` at this shape (LoRA skips

@@ -145,14 +145,17 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
     flops = results[f"step_flops{suffix}"] = measure.step_flops(model, bs, seq)
     ratios["lora_ft_flops" + suffix] = flops["lora"] / flops["ft"]
     repeats = 1 if q or not references else 3  # the second model: one process per measure
+    configs = [("ft", "full_ft", False), ("lora", "lora", False)]
+    if measure.checkpointing_supported(model):  # else its ratios are reported as not run
+        configs.append(("lora_ckpt", "lora", True))
     mem = {name: memory_in_subprocess(args, repeats, model=model, method=method, batch_size=bs,
                                       seq_len=seq, steps=2 if q else 3, checkpointing=ckpt)
-           for name, method, ckpt in (("ft", "full_ft", False), ("lora", "lora", False),
-                                      ("lora_ckpt", "lora", True))}
+           for name, method, ckpt in configs}
     results[f"train_memory_mib{suffix}"] = mem
     for kind, field in (("mem", "train_mib"), ("tensor_mem", "tensor_mib")):
         ratios[f"lora_ft_{kind}{suffix}"] = mem["lora"][field] / mem["ft"][field]
-        ratios[f"lora_ckpt_ft_{kind}{suffix}"] = mem["lora_ckpt"][field] / mem["ft"][field]
+        ratios[f"lora_ckpt_ft_{kind}{suffix}"] = (mem["lora_ckpt"][field] / mem["ft"][field]
+                                                  if "lora_ckpt" in mem else None)
 
 
 def run(args) -> dict:
