@@ -6,6 +6,7 @@ fresh process per configuration (:func:`train_memory`), since a process's peak n
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import random
 import re
@@ -237,15 +238,17 @@ def _peak_live_bytes(prof) -> int:
 
 
 def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: int,
-                 checkpointing: bool, device: torch.device, kind: str = "rss") -> float:
+                 checkpointing: bool, device: torch.device, kind: str = "rss") -> dict[str, float]:
     """MiB that training adds above the loaded model (gradients, AdamW's two moments,
     activations). Call in a fresh process: a process's peak never goes down.
 
-    ``kind="rss"``, the issue's measure: peak RSS minus RSS after loading (CPU; Linux's
-    VmHWM, reset after loading via /proc/self/clear_refs), or peak minus current allocated
-    memory (CUDA). ``kind="tensors"``: the peak of live tensor bytes the steps allocate
-    (CPU: the profiler's memory events, which leave out what the C allocator keeps mapped;
-    CUDA: the same as ``rss``). Profiling costs memory of its own, hence one measure a process.
+    ``kind="rss"``: ``train_mib``, the issue's measure: peak RSS minus RSS after loading (CPU;
+    Linux's VmHWM, reset after loading via /proc/self/clear_refs), or peak minus current
+    allocated memory (CUDA); and ``trimmed_mib``, the RSS after the steps once glibc has
+    returned its free heap pages (``malloc_trim(0)``; CPU only): what of the peak was freed
+    memory the allocator kept. ``kind="tensors"``: ``tensor_mib``, the peak of live tensor bytes
+    the steps allocate (CPU: the profiler's memory events; CUDA: peak allocated). Profiling costs
+    memory of its own, hence one kind a process.
     """
     net = adapted_model(model, method, trainer=(
         f"trainer.gradient_checkpointing={str(checkpointing).lower()}",)).to(device)
@@ -258,19 +261,26 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - loaded) / 2**20
+        peak = (torch.cuda.max_memory_allocated() - loaded) / 2**20
+        return {"train_mib": peak, "trimmed_mib": None, "tensor_mib": peak}
     if kind == "tensors":
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             for _ in range(steps):
                 step()
-        return _peak_live_bytes(prof) / 2**20
+        return {"tensor_mib": _peak_live_bytes(prof) / 2**20}
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    loaded = _status_kb("VmRSS") * 1024
+    loaded = _status_kb("VmRSS")
     for _ in range(steps):
         step()
-    return (_status_kb("VmHWM") * 1024 - loaded) / 2**20
+    peak = (_status_kb("VmHWM") - loaded) / 1024
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        trimmed = (_status_kb("VmRSS") - loaded) / 1024
+    except (OSError, AttributeError):  # not glibc
+        trimmed = None
+    return {"train_mib": peak, "trimmed_mib": trimmed}
 
 
 def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:

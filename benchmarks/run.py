@@ -83,15 +83,19 @@ def _worker_memory(args) -> None:
 
 
 def memory_in_subprocess(args, repeats: int, **spec) -> dict:
-    """:func:`measure.train_memory` in fresh processes: peak RSS as the median of ``repeats``
+    """:func:`measure.train_memory` in fresh processes: RSS figures as the median of ``repeats``
     processes (the C allocator's layout varies a few % per run), live tensors in one more."""
-    def one(what: str) -> float:
+    def one(kind: str) -> dict:
         cmd = [sys.executable, __file__, "--worker", "memory", "--device", args.device,
-               "--worker-args", json.dumps({**spec, "kind": what})]
+               "--worker-args", json.dumps({**spec, "kind": kind})]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
         return json.loads(out.strip().splitlines()[-1])
-    rss = [one("rss") for _ in range(repeats)]
-    return {"train_mib": statistics.median(rss), "train_mib_runs": rss, "tensor_mib": one("tensors")}
+    runs = [one("rss") for _ in range(repeats)]
+    rss = [r["train_mib"] for r in runs]
+    trimmed = [r["trimmed_mib"] for r in runs if r["trimmed_mib"] is not None]
+    return {"train_mib": statistics.median(rss), "train_mib_runs": rss,
+            "trimmed_mib": statistics.median(trimmed) if trimmed else None,
+            "tensor_mib": one("tensors")["tensor_mib"]}
 
 
 def e2e_jobs(args, out: Path) -> dict:
@@ -135,8 +139,9 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
     """Train step (paired rounds), FLOPs and training memory of one model; every figure is
     named with ``suffix`` (empty for the main model)."""
     q, bs, seq = args.quick, 16, 128
-    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 2,
-                               repeats=2 if q else args.step_repeats, references=references)
+    repeats = args.step_repeats if references else args.second_step_repeats
+    steps = measure.step_times(model, bs, seq, device, warmup=1 if q or not references else 2,
+                               repeats=2 if q else repeats, references=references)
     results[f"step_s{suffix}"] = measure.medians(steps)
     for name, num, den in STEP_RATIOS:
         if num in steps and den in steps:
@@ -261,7 +266,9 @@ def _step_and_memory_lines(results: dict, suffix: str, model: str) -> list[str]:
                f"{k} {v['train_mib']:.0f} [{min(v['train_mib_runs']):.0f}–"
                f"{max(v['train_mib_runs']):.0f}]" for k, v in m.items())
            + "; peak live tensors: " + ", ".join(f"{k} {v['tensor_mib']:.0f}" for k, v in m.items())
-           + ".")
+           + ("; RSS after the steps once glibc returned its free heap (malloc_trim): " + ", ".join(
+               f"{k} {v['trimmed_mib']:.0f}" for k, v in m.items())
+              if all(v.get("trimmed_mib") is not None for v in m.values()) else "") + ".")
     return [line, mem]
 
 
@@ -311,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a second model for step and memory figures (named <figure>_<model>), "
                          "or none")
     ap.add_argument("--step-repeats", type=int, default=11, help="paired rounds of train steps")
+    ap.add_argument("--second-step-repeats", type=int, default=7,
+                    help="paired rounds of train steps for --second-model")
     ap.add_argument("--ckpt-model", default="mpnet_base", help="model config for checkpoint sizes")
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--e2e-steps", type=int, default=120)
