@@ -42,6 +42,8 @@ CONFIG_CASES = [
     ("unknown device", ["trainer.device=tpu"], ["trainer.device='tpu'", "cpu"]),
     ("unknown precision", ["trainer.precision=fp8"], ["trainer.precision='fp8'", "bf16"]),
     ("max_length too small", ["trainer.max_length=0"], ["trainer.max_length=0", ">= 8"]),
+    ("fast_dropout not a bool", ["trainer.fast_dropout=maybe"], ["trainer.fast_dropout='maybe'", "[True, False]"]),
+    ("fused_optimizer not a bool", ["trainer.fused_optimizer=2"], ["trainer.fused_optimizer=2", "[True, False]"]),
     ("seed negative", ["seed=-1"], ["seed=-1", ">= 0"]),
     ("missing data_dir", ["data_dir=/nonexistent/mirror"], ["data_dir='/nonexistent/mirror'", "null"]),
     ("init_from missing", ["init_from=/nonexistent/run"], ["init_from='/nonexistent/run'", "run directory"]),
