@@ -16,6 +16,8 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
   allocator keeps mapped;
 * ``merged_base_latency_<shape>``: forward latency of the merged LoRA model ÷ the base model's, at
   Table 1's shapes scaled to CPU (1×128, 16×256); also unmerged LoRA, AdapterH and AdapterL;
+* the step, FLOP and memory figures again for ``--second-model`` (default ``mpnet_base``,
+  RoBERTa-base's shape), named ``<figure>_<model>`` and held to the same targets;
 * ``ckpt_ratio``: LoRA checkpoint bytes ÷ full checkpoint bytes (``mpnet_base``: RoBERTa-base
   shape), next to the trainable fraction;
 * ``analysis_s``: seconds of the §7 linear algebra (φ and Table 7) for a 12-layer d=768 model
@@ -135,13 +137,15 @@ STEP_RATIOS = (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_
 
 
 def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, noise: dict,
-                    device, references: bool) -> None:
+                    device, main: bool) -> None:
     """Train step (paired rounds), FLOPs and training memory of one model; every figure is
-    named with ``suffix`` (empty for the main model)."""
+    named with ``suffix`` (empty for the main model). The main model also gets the reference
+    steps (stock dropout, no dropout) and its RSS from 3 processes; the second model, slower,
+    gets fewer rounds and one process per measure."""
     q, bs, seq = args.quick, 16, 128
-    repeats = args.step_repeats if references else args.second_step_repeats
-    steps = measure.step_times(model, bs, seq, device, warmup=1 if q or not references else 2,
-                               repeats=2 if q else repeats, references=references)
+    repeats = args.step_repeats if main else args.second_step_repeats
+    steps = measure.step_times(model, bs, seq, device, warmup=1 if q or not main else 2,
+                               repeats=2 if q else repeats, references=main)
     results[f"step_s{suffix}"] = measure.medians(steps)
     for name, num, den in STEP_RATIOS:
         if num in steps and den in steps:
@@ -149,7 +153,7 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
             ratios[name + suffix], noise[name + suffix] = r["ratio"], (r["q1"], r["q3"])
     flops = results[f"step_flops{suffix}"] = measure.step_flops(model, bs, seq)
     ratios["lora_ft_flops" + suffix] = flops["lora"] / flops["ft"]
-    repeats = 1 if q or not references else 3  # the second model: one process per measure
+    repeats = 1 if q or not main else 3
     configs = [("ft", "full_ft", False), ("lora", "lora", False)]
     if measure.checkpointing_supported(model):  # else its ratios are reported as not run
         configs.append(("lora_ckpt", "lora", True))
@@ -177,11 +181,11 @@ def run(args) -> dict:
 
     print(f"[1/7] {model}: train step (batch 16 × 128; full FT, LoRA, peft LoRA, references), "
           "FLOPs, training memory (fresh processes)", flush=True)
-    step_and_memory(args, model, "", results, ratios, noise, device, references=True)
+    step_and_memory(args, model, "", results, ratios, noise, device, main=True)
     if args.second_model != "none":
         print(f"[2/7] {args.second_model}: train step, FLOPs, training memory", flush=True)
         step_and_memory(args, args.second_model, f"_{args.second_model}", results, ratios, noise,
-                        device, references=False)
+                        device, main=False)
 
     print("[3/7] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
     shapes = ([(1, 128, 4 * args.latency_repeats), (16, 256, args.latency_repeats)] if not q
@@ -336,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device=cuda is invalid: CUDA is not available; valid: auto, cpu", file=sys.stderr)
         return 2
+    models = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+    for flag, value, extra in (("--model", args.model, []), ("--ckpt-model", args.ckpt_model, []),
+                               ("--second-model", args.second_model, ["none"])):
+        if value not in models + extra:
+            print(f"error: {flag}={value} is invalid; valid: {', '.join(models + extra)}",
+                  file=sys.stderr)
+            return 2
     if not args.skip_e2e and not (Path(args.data_dir) / "sst2" / "train.tsv").is_file():
         print(f"error: --data-dir={args.data_dir} is invalid: no sst2/train.tsv there; valid: a "
               "folder laid out like ../shared/data (or --skip-e2e)", file=sys.stderr)

@@ -41,6 +41,15 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
                for line in md.splitlines())
 
 
+def test_unknown_model_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--second-model", "gpt5",
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--second-model=gpt5 is invalid" in proc.stderr and "mpnet_base" in proc.stderr
+    assert "none" in proc.stderr and not (tmp_path / "out" / "benchmark.json").exists()
+
+
 def test_bad_data_dir_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/run.py", "--data-dir", str(tmp_path),
                            "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True,
