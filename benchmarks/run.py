@@ -153,11 +153,11 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
             ratios[name + suffix], noise[name + suffix] = r["ratio"], (r["q1"], r["q3"])
     flops = results[f"step_flops{suffix}"] = measure.step_flops(model, bs, seq)
     ratios["lora_ft_flops" + suffix] = flops["lora"] / flops["ft"]
-    repeats = 1 if q or not main else 3
+    processes = 1 if q or not main else 3
     configs = [("ft", "full_ft", False), ("lora", "lora", False)]
     if measure.checkpointing_supported(model):  # else its ratios are reported as not run
         configs.append(("lora_ckpt", "lora", True))
-    mem = {name: memory_in_subprocess(args, repeats, model=model, method=method, batch_size=bs,
+    mem = {name: memory_in_subprocess(args, processes, model=model, method=method, batch_size=bs,
                                       seq_len=seq, steps=2 if q else 3, checkpointing=ckpt)
            for name, method, ckpt in configs}
     results[f"train_memory_mib{suffix}"] = mem

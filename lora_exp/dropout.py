@@ -29,6 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "lora_exp_sdpa"  # the attention implementation name registered with transformers
 
@@ -133,8 +136,6 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
               scaling: float | None = None, is_causal: bool | None = None, **kwargs):
     """HF's ``sdpa`` attention, except in CPU training with attention dropout, where it runs
     :class:`_AttentionCore`. Same signature and return as ``sdpa_attention_forward``."""
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-
     q_len, kv_len = query.shape[2], key.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if (dropout == 0 or not _cpu_float(query) or any(kwargs.get(k) for k in _SDPA_ONLY)
@@ -157,19 +158,9 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0,
     return out.transpose(1, 2).contiguous(), None
 
 
-_registered = False
-
-
-def _register() -> None:
-    """Make :func:`attention` a transformers attention implementation with sdpa's masks."""
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-        AttentionInterface.register(ATTENTION, attention)
-        AttentionMaskInterface.register(ATTENTION, sdpa_mask)
-        _registered = True
+# A transformers attention implementation, with sdpa's masks, for models to be routed to.
+AttentionInterface.register(ATTENTION, attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 def use_fast_dropout(model: nn.Module) -> dict[str, int | bool]:
@@ -188,7 +179,6 @@ def use_fast_dropout(model: nn.Module) -> dict[str, int | bool]:
     rerouted = False
     config = getattr(model, "config", None)
     if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(model, "set_attn_implementation"):
-        _register()
         model.set_attn_implementation(ATTENTION)
         rerouted = model.config._attn_implementation == ATTENTION
     return {"dropout_modules": swapped, "attention": rerouted}
