@@ -8,7 +8,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import lora_exp  # noqa: F401  (registers the config resolvers)
-from lora_exp.spec import ConfigError
+from lora_exp.errors import ConfigError
 from lora_exp.trainer import run
 
 log = logging.getLogger("lora_exp")

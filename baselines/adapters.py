@@ -32,9 +32,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from baselines.checks import check_choice, check_int
+from lora_exp.checks import check_choice, check_int
 from lora_exp.methods import MethodResult
-from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.errors import ConfigError
+from lora_exp.spec import ModelSpec
 
 VARIANTS = ["h", "l", "p", "d"]
 NONLINEARITIES = {"relu": nn.ReLU, "swish": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from baselines.checks import check_int
+from lora_exp.checks import check_int
 from lora_exp.methods import MethodResult
 from lora_exp.spec import ModelSpec
 

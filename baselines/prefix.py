@@ -53,11 +53,12 @@ import functools
 import torch
 from torch import nn
 
-from baselines.checks import check_int
+from lora_exp.checks import check_int
+from lora_exp.data import IGNORE_INDEX
 from lora_exp.methods import MethodResult
-from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.errors import ConfigError
+from lora_exp.spec import ModelSpec
 
-IGNORE_INDEX = -100  # HF's label value for "no loss here"
 
 
 def max_positions(config) -> int | None:

@@ -3,6 +3,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lora_exp.errors import ConfigError
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -17,7 +19,6 @@ def budget_rank(targets, budget: int) -> int:
     one type at r=8, two at r=4, four at r=2)."""
     n = len(targets)
     if n == 0 or budget % n:
-        from lora_exp.spec import ConfigError
         raise ConfigError("method.targets", list(targets), f"a count that divides the budget {budget}",
                           "the budget cannot be split evenly")
     return budget // n

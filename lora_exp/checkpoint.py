@@ -17,8 +17,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lora_exp.methods import MethodResult
-from lora_exp.runlog import atomic_write, write_json
-from lora_exp.spec import ConfigError
+from lora_exp.runlog import write_json
+from lora_exp.storage import atomic_write
+from lora_exp.errors import ConfigError
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"

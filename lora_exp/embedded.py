@@ -17,13 +17,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-
-def cache_dir() -> Path:
-    """Where derived files (unzipped models, tokenised data) go: $LORA_EXP_CACHE or ~/.cache."""
-    root = os.environ.get("LORA_EXP_CACHE") or Path.home() / ".cache" / "lora-exp"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+from lora_exp.errors import ConfigError
+from lora_exp.storage import cache_dir
 
 
 def _missing(package: str) -> RuntimeError:
@@ -129,6 +124,5 @@ EMBEDDED = {"minilm": minilm_path, "mpnet_base": mpnet_path, "smollm2": smollm2_
 
 def embedded_path(key: str) -> Path:
     if key not in EMBEDDED:
-        from lora_exp.spec import ConfigError
         raise ConfigError("model.embedded", key, sorted(EMBEDDED))
     return EMBEDDED[key]()

@@ -35,8 +35,9 @@ import torch
 from torch import nn
 from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor
 
-from lora_exp.runlog import atomic_write
-from lora_exp.spec import ConfigError
+from lora_exp.storage import atomic_write
+from lora_exp.checks import check_int
+from lora_exp.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,7 @@ class DecodeOptions:
                    greedy=bool(cfg.get("greedy", False)))
         for key, low in (("num_beams", 1), ("max_new_tokens", 1), ("batch_size", 1),
                          ("no_repeat_ngram_size", 0)):
-            value = getattr(opts, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"task.decoding.{key}", value, f"an integer >= {low}")
+            check_int(f"task.decoding.{key}", getattr(opts, key), low)
         return opts
 
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lora_exp.spec import ConfigError, ModelSpec, TargetRef
+from lora_exp.errors import ConfigError
+from lora_exp.spec import ModelSpec, TargetRef
 
 
 def _dropout(p: float) -> nn.Module:

@@ -13,7 +13,8 @@ from typing import Callable
 
 from torch import nn
 
-from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.errors import ConfigError
+from lora_exp.spec import ModelSpec
 
 
 @dataclass

@@ -10,6 +10,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
+from lora_exp.errors import ConfigError
+
 
 def accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
     return float((preds == labels).mean())
@@ -40,7 +42,6 @@ def compute(names: list[str], logits: np.ndarray, labels: np.ndarray, kind: str)
     out = {}
     for name in names:
         if name not in METRICS:
-            from lora_exp.spec import ConfigError
             raise ConfigError("task.metrics", name, sorted(METRICS))
         out[name] = METRICS[name](preds, labels)
     return out

@@ -15,7 +15,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequence
                           AutoTokenizer, PreTrainedTokenizerBase)
 
 from lora_exp.embedded import embedded_path
-from lora_exp.spec import ConfigError
+from lora_exp.errors import ConfigError
 
 SOURCES = ("embedded", "hub", "random")
 

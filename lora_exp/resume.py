@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lora_exp.runlog import atomic_write
+from lora_exp.storage import atomic_write
 
 FILE = Path("checkpoint") / "state.safetensors"
 

@@ -1,33 +1,14 @@
-"""Run-directory files: ``summary.json``, ``metrics.jsonl``, and atomic writes for all of them.
-
-Every file is written to a temporary name in the same folder and renamed into place, so a run
-killed at any moment leaves either the old file or the new one, never half of one.
-"""
+"""Run-directory records: ``summary.json``, ``metrics.jsonl`` (written atomically), the git
+commit, and the optional experiment tracker."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from lora_exp.storage import atomic_write
 
 
 def _clean(obj: Any) -> Any:

@@ -8,24 +8,11 @@ Methods only ever speak the paper's names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
 from torch import nn
 
+from lora_exp.errors import ConfigError
+
 WEIGHT_TYPES = ("wq", "wk", "wv", "wo", "mlp")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value: the message names the key, the value and the valid choices."""
-
-    def __init__(self, key: str, value: Any, valid: Any, why: str = ""):
-        self.key, self.value, self.valid = key, value, valid
-        msg = f"{key}={value!r} is invalid"
-        if why:
-            msg += f": {why}"
-        if valid is not None:
-            msg += f"; valid: {valid}"
-        super().__init__(msg)
 
 
 @dataclass(frozen=True)

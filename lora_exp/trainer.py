@@ -31,9 +31,11 @@ from lora_exp.methods import apply_method
 from lora_exp.models import build_model, describe, load_tokenizer
 from lora_exp.resume import TrainState
 from lora_exp.runlog import Tracker, git_sha, write_json, write_jsonl
-from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.errors import ConfigError
+from lora_exp.spec import ModelSpec
 from lora_exp.tasks import nlg
-from lora_exp.tasks.glue import check_split_file, tokenized_split
+from lora_exp.files import check_split_file
+from lora_exp.tasks.glue import tokenized_split
 from lora_exp.validate import validate
 
 log = logging.getLogger("lora_exp")

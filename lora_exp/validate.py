@@ -8,34 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_exp.spec import WEIGHT_TYPES, ConfigError
-
-
-def _int(cfg, key: str, value, minimum: int | None = None, maximum: int | None = None,
-         allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, value, f"an integer{f' >= {minimum}' if minimum is not None else ''}",
-                          "not an integer")
-    if minimum is not None and value < minimum:
-        raise ConfigError(key, value, f"an integer >= {minimum}" +
-                          (f" and <= {maximum}" if maximum is not None else ""))
-    if maximum is not None and value > maximum:
-        raise ConfigError(key, value, f"an integer <= {maximum}")
-
-
-def _positive(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(key, value, "a number > 0")
+from lora_exp.checks import check_bool, check_int, check_positive
+from lora_exp.errors import ConfigError
+from lora_exp.spec import WEIGHT_TYPES
 
 
 def validate(cfg) -> None:
     """Raise ConfigError for the first bad value found in ``cfg``."""
-    _int(cfg, "seed", cfg.seed, 0)
+    check_int("seed", cfg.seed, 0)
     arch = cfg.model.architecture
     d_model = int(arch.hidden_size)
-    _int(cfg, "rank", cfg.rank, 1, d_model)  # r <= min(d, k) for the d×d attention weights
+    check_int("rank", cfg.rank, 1, d_model)  # r <= min(d, k) for the d×d attention weights
     m = cfg.method
     if "targets" in m:
         valid = sorted(cfg.model.targets)
@@ -50,31 +33,30 @@ def validate(cfg) -> None:
                 raise ConfigError("method.targets", t, valid, f"{known} not defined by model "
                                   f"{cfg.model.name}")
     if "alpha" in m:
-        _positive("method.alpha", m.alpha)
+        check_positive("method.alpha", m.alpha)
     if "dropout" in m and not (isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1):
         raise ConfigError("method.dropout", m.dropout, "a probability in [0, 1)")
     t = cfg.trainer
-    _int(cfg, "trainer.batch_size", t.batch_size, 1)
-    _int(cfg, "trainer.grad_accum", t.grad_accum, 1)
-    _int(cfg, "trainer.checkpoint_every", t.checkpoint_every, 1, allow_none=True)
-    _int(cfg, "trainer.max_steps", t.max_steps, 0, allow_none=True)
-    _int(cfg, "trainer.epochs", t.epochs, 1)
-    _int(cfg, "trainer.max_train_samples", t.max_train_samples, 1, allow_none=True)
-    _int(cfg, "trainer.max_eval_samples", t.max_eval_samples, 1, allow_none=True)
-    _int(cfg, "trainer.max_length", t.max_length, 8)
-    _positive("trainer.lr", t.lr)
+    check_int("trainer.batch_size", t.batch_size, 1)
+    check_int("trainer.grad_accum", t.grad_accum, 1)
+    check_int("trainer.checkpoint_every", t.checkpoint_every, 1, allow_none=True)
+    check_int("trainer.max_steps", t.max_steps, 0, allow_none=True)
+    check_int("trainer.epochs", t.epochs, 1)
+    check_int("trainer.max_train_samples", t.max_train_samples, 1, allow_none=True)
+    check_int("trainer.max_eval_samples", t.max_eval_samples, 1, allow_none=True)
+    check_int("trainer.max_length", t.max_length, 8)
+    check_positive("trainer.lr", t.lr)
     if not (0 <= t.warmup_ratio < 1):
         raise ConfigError("trainer.warmup_ratio", t.warmup_ratio, "a fraction in [0, 1)")
     if t.eval_every != "epoch":
-        _int(cfg, "trainer.eval_every", t.eval_every, 1)
+        check_int("trainer.eval_every", t.eval_every, 1)
     if t.device not in ("auto", "cpu", "cuda"):
         raise ConfigError("trainer.device", t.device, ["auto", "cpu", "cuda"])
     if t.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError("trainer.precision", t.precision, ["auto", "fp32", "bf16", "fp16"])
     for key in ("gradient_checkpointing", "merged_eval", "group_by_length", "fast_dropout",
                 "fused_optimizer"):
-        if not isinstance(t.get(key), bool):
-            raise ConfigError(f"trainer.{key}", t.get(key), [True, False])
+        check_bool(f"trainer.{key}", t.get(key))
     if cfg.init_from is not None:
         _check_init_from(cfg)
     if cfg.data_dir is not None and not Path(str(cfg.data_dir)).is_dir():

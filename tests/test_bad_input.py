@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.errors import HydraException
 
-from lora_exp.spec import ConfigError
+from lora_exp.errors import ConfigError
 from lora_exp.trainer import run
 
 SMOKE = ["model=tiny_bert", "trainer=smoke"]
@@ -20,11 +20,11 @@ CONFIG_CASES = [
     ("unknown method", ["method=nosuch"], ["method/nosuch", "lora"]),
     ("unknown task", ["task=nosuch"], ["task/nosuch", "sst2"]),
     ("unknown logger", ["logger=nosuch"], ["logger/nosuch", "wandb"]),
-    ("rank zero", ["rank=0"], ["rank=0", "integer >= 1"]),
-    ("rank negative", ["rank=-3"], ["rank=-3", "integer >= 1"]),
+    ("rank zero", ["rank=0"], ["rank=0", "an integer in [1, 32]"]),
+    ("rank negative", ["rank=-3"], ["rank=-3", "an integer in [1, 32]"]),
     ("rank not an integer", ["rank=abc"], ["rank='abc'", "not an integer"]),
     ("rank fractional", ["rank=2.5"], ["rank=2.5", "not an integer"]),
-    ("rank above min(d, k)", ["rank=64"], ["rank=64", "<= 32"]),
+    ("rank above min(d, k)", ["rank=64"], ["rank=64", "an integer in [1, 32]"]),
     ("alpha zero", ["method.alpha=0"], ["method.alpha=0", "> 0"]),
     ("alpha negative", ["method.alpha=-8"], ["method.alpha=-8", "> 0"]),
     ("unknown weight type", ["method.targets=[wz]"], ["method.targets='wz'", "wq"]),

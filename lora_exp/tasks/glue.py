@@ -9,54 +9,15 @@ ids as HF's ``nyu-mll/glue``.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 
-from lora_exp.embedded import cache_dir
-from lora_exp.spec import ConfigError
-
-
-def split_file(task_cfg, data_dir: str | None, split: str) -> Path | None:
-    """The file a split reads, or None when the hub is used (no ``data_dir``)."""
-    files = task_cfg.files
-    if split not in files:
-        raise ConfigError(f"task.files.{split}", None, sorted(files), f"task {task_cfg.name} "
-                          "has no such split")
-    path = Path(str(files[split]))
-    if path.is_absolute() or path.exists():
-        return path
-    if data_dir is None:
-        return None
-    return Path(data_dir) / path
-
-
-def check_split_file(task_cfg, data_dir: str | None, split: str) -> Path | None:
-    """Fail before any work if a split's file is missing or empty; say what the mirror holds."""
-    path = split_file(task_cfg, data_dir, split)
-    if path is None:
-        return None
-    if not path.is_file():
-        folder = path.parent
-        holds = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-        if folder.is_dir():
-            where = f"{folder} holds {holds}"
-        else:
-            root = Path(data_dir) if data_dir else folder.parent
-            tasks = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-            where = f"{folder} does not exist; data_dir={data_dir} holds {tasks}"
-        note = task_cfg.get("mirror_note")
-        raise ConfigError(f"task.files.{split}", str(path), None,
-                          f"file not found; {where}" + (f". {note}" if note else ""))
-    if path.stat().st_size == 0:
-        raise ConfigError(f"task.files.{split}", str(path), None, "file is empty")
-    return path
+from lora_exp.errors import ConfigError
+from lora_exp.files import check_split_file, fingerprint
+from lora_exp.storage import cached_dataset, tokenizer_id
 
 
 def read_tsv(path: Path, text_fields: list[str], label_field: str | None) -> pd.DataFrame:
@@ -127,8 +88,7 @@ def load_split(task_cfg, data_dir: str | None, split: str) -> tuple[list[list[st
             label_ids = label_ids.astype(np.float32)
     else:
         df = read_tsv(path, task_cfg.text_fields, task_cfg.label_field)
-        st = path.stat()
-        source = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        source = fingerprint(path)
         label_ids = encode_labels(df[task_cfg.label_field].tolist(), task_cfg, str(path))
     texts = [df[f].tolist() for f in task_cfg.text_fields]
     return texts, label_ids, source
@@ -137,20 +97,13 @@ def load_split(task_cfg, data_dir: str | None, split: str) -> tuple[list[list[st
 def tokenized_split(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: int) -> Dataset:
     """Tokenised split, cached on disk keyed by source file, tokenizer and max length."""
     texts, labels, source = load_split(task_cfg, data_dir, split)
-    tok_id = f"{tokenizer.name_or_path}:{len(tokenizer)}:{type(tokenizer).__name__}"
-    key = hashlib.sha256(json.dumps([source, tok_id, max_length, list(task_cfg.text_fields),
-                                     task_cfg.kind, 2]).encode()).hexdigest()[:20]
-    path = cache_dir() / "tokenized" / f"{task_cfg.name}-{split}-{key}"
-    if (path / "dataset_info.json").exists():
-        return load_from_disk(str(path))
-    enc = tokenizer(*texts, truncation=True, max_length=max_length)
-    ds = Dataset.from_dict({"input_ids": enc["input_ids"],
-                            **({"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}),
-                            "labels": labels.tolist()})
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    ds.save_to_disk(str(tmp))
-    try:
-        tmp.rename(path)  # atomic publish: a killed run never leaves a half-written cache
-    except OSError:  # a parallel job published it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load_from_disk(str(path))
+
+    def build() -> Dataset:
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+        return Dataset.from_dict({
+            "input_ids": enc["input_ids"],
+            **({"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}),
+            "labels": labels.tolist()})
+
+    key = [source, tokenizer_id(tokenizer), max_length, list(task_cfg.text_fields), task_cfg.kind, 2]
+    return cached_dataset(f"{task_cfg.name}-{split}", key, build)

@@ -20,26 +20,22 @@ Evaluation protocol. Generation is slow on CPU, so an evaluation of an ``eval_sp
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from torch import nn
 
 from lora_exp.data import IGNORE_INDEX, LengthGroupedBatches, collate, subset
-from lora_exp.embedded import cache_dir
 from lora_exp.generate import DecodeOptions, check_decodable, generate, write_predictions
-from lora_exp.spec import ConfigError
+from lora_exp.errors import ConfigError
+from lora_exp.files import check_split_file, fingerprint
+from lora_exp.storage import cached_dataset, tokenizer_id
 from lora_exp.tasks import nlg_data
-from lora_exp.tasks.glue import check_split_file
 
 log = logging.getLogger("lora_exp")
 
@@ -147,26 +143,14 @@ def read_examples(task_cfg, data_dir: str | None, split: str) -> tuple[list[nlg_
         examples = READERS[fmt](path)
     except nlg_data.DataError as e:
         raise ConfigError(f"task.files.{split}", str(path), None, str(e)) from None
-    st = path.stat()
-    return examples, f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return examples, fingerprint(path)
 
 
 def tokenized_rows(task_cfg, examples, source: str, split: str, tokenizer, max_length: int) -> Dataset:
     """:func:`encode_rows`, cached on disk keyed by source file, tokenizer and max length."""
-    tok_id = f"{tokenizer.name_or_path}:{len(tokenizer)}:{type(tokenizer).__name__}"
-    key = hashlib.sha256(json.dumps([source, tok_id, max_length, task_cfg.format, "nlg", 1])
-                         .encode()).hexdigest()[:20]
-    path = cache_dir() / "tokenized" / f"{task_cfg.name}-{split}-{key}"
-    if (path / "dataset_info.json").exists():
-        return load_from_disk(str(path))
-    ds = Dataset.from_dict(encode_rows(tokenizer, examples, max_length))
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    ds.save_to_disk(str(tmp))
-    try:
-        tmp.rename(path)  # atomic publish, as glue.tokenized_split
-    except OSError:  # a parallel job published it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load_from_disk(str(path))
+    key = [source, tokenizer_id(tokenizer), max_length, task_cfg.format, "nlg", 1]
+    return cached_dataset(f"{task_cfg.name}-{split}", key,
+                          lambda: Dataset.from_dict(encode_rows(tokenizer, examples, max_length)))
 
 
 def _with_targets(rows: Dataset, what: str) -> Dataset:

@@ -9,7 +9,8 @@ from baselines.bitfit import bias_names
 from baselines.prefix import IGNORE_INDEX
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model
-from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.errors import ConfigError
+from lora_exp.spec import ModelSpec
 
 RANK = 4
 L_P, L_I = 3, 2

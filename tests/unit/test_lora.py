@@ -11,6 +11,7 @@ from lora_exp.lora import (LoRAFusedLinear, LoRALinear, base_state_dict, lora_mo
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model
 from lora_exp.spec import ModelSpec
+from lora_exp.errors import ConfigError
 
 RANK = 4
 MODELS = ["tiny_bert", "tiny_gpt2"]
@@ -116,7 +117,6 @@ def test_trainable_count_is_paper_formula(make_cfg, name, targets, per_layer):
 
 
 def test_unknown_and_partial_targets_fail(make_cfg):
-    from lora_exp.spec import ConfigError
 
     cfg = make_cfg(["model=tiny_bert", "method.targets=[wz]"])
     model = build_model(cfg.model, "cls", 2)

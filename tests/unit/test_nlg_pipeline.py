@@ -16,7 +16,8 @@ from lora_exp.generate import (DecodeOptions, GeneratedNoRepeatNGram, generate, 
 from lora_exp.lora import lora_modules
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model, load_tokenizer
-from lora_exp.spec import ConfigError, ModelSpec
+from lora_exp.errors import ConfigError
+from lora_exp.spec import ModelSpec
 from lora_exp.tasks import nlg
 from lora_exp.tasks.nlg_data import NLGExample
 
