@@ -156,7 +156,7 @@ def dry_run_count(model: str, overrides: tuple[str, ...]) -> tuple[int, Shape]:
     cfg = compose([f"model={model}", "task=sst2", "dry_run=true", *overrides])
     validate(cfg)
     with contextlib.redirect_stdout(io.StringIO()):  # dry_run prints its own report
-        params = dry_run(cfg, Path("."))["params"]
+        params = dry_run(cfg)["params"]
     arch = cfg.model.architecture
     d = int(arch.hidden_size)
     return params["trainable"], Shape(int(arch.num_hidden_layers), d,

@@ -195,9 +195,10 @@ class SpecialTokens(nn.Module):
 
 
 def _check_lengths(cfg, limit: int | None) -> tuple[int, int]:
-    # Both kinds of special token are required (l_p, l_i >= 1): the issue's and the paper's definition.
+    # Both kinds of special token are required (l_p, l_i >= 1): the paper defines both methods
+    # by l_p prefix and l_i infix tokens (§5.1).
     l_p = check_int("method.l_p", cfg.l_p, 1)
-    l_i = check_int("method.l_i", cfg.l_i, 1)  # the issue and the paper: l_i >= 1 infix tokens
+    l_i = check_int("method.l_i", cfg.l_i, 1)
     if limit is not None and l_p + l_i >= limit:
         raise ConfigError("method.l_p", l_p, f"l_p + l_i < {limit}",
                           f"with l_i={l_i} no position is left for the input")
@@ -210,7 +211,7 @@ def insert_special_tokens(model: nn.Module, spec: ModelSpec, cfg, n_sets: int) -
     Shared by PreEmbed and PreLayer; each then hooks where its vectors are written.
 
     Raises:
-        ConfigError: l_p < 1, l_i < 0, or l_p + l_i leaves no room in the model's positions.
+        ConfigError: l_p < 1, l_i < 1, or l_p + l_i leaves no room in the model's positions.
     """
     config = model.config
     limit = max_positions(config)

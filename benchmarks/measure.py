@@ -23,7 +23,9 @@ from lora_exp.lora import lora_modules, merge_lora
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model
 from lora_exp.spec import ModelSpec
-from lora_exp.trainer import clip_and_step, make_optimizer, prepare_for_training, set_trainable
+from lora_exp.efficiency import prepare_for_training
+from lora_exp.optim import clip_and_step, make_optimizer
+from lora_exp.params import set_trainable
 
 
 def trainer_cfg(overrides: tuple[str, ...] = ()):
@@ -242,9 +244,9 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
     """MiB that training adds above the loaded model (gradients, AdamW's two moments,
     activations). Call in a fresh process: a process's peak never goes down.
 
-    ``kind="rss"``: ``train_mib``, the issue's measure: peak RSS minus RSS after loading (CPU;
-    Linux's VmHWM, reset after loading via /proc/self/clear_refs), or peak minus current
-    allocated memory (CUDA); and ``trimmed_mib``, the RSS after the steps once glibc has
+    ``kind="rss"``: ``train_mib``, what a user's out-of-memory error depends on: peak RSS minus
+    RSS after loading (CPU; Linux's VmHWM, reset after loading via /proc/self/clear_refs), or
+    peak minus current allocated memory (CUDA); and ``trimmed_mib``, the RSS after the steps once glibc has
     returned its free heap pages (``malloc_trim(0)``; CPU only): what of the peak was freed
     memory the allocator kept. ``kind="tensors"``: ``tensor_mib``, the peak of live tensor bytes
     the steps allocate (CPU: the profiler's memory events; CUDA: peak allocated). Profiling costs

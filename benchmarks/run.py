@@ -50,7 +50,7 @@ import torch  # noqa: E402
 
 from benchmarks import measure  # noqa: E402
 
-TARGETS = {  # the issue's targets: (comparison, bound)
+TARGETS = {  # the project's speed and memory targets: (comparison, bound)
     "lora_ft_step": ("<=", 0.67), "lora_peft_step": ("<=", 0.95), "lora_ft_mem": ("<=", 0.75),
     "lora_ckpt_ft_mem": ("<=", 0.40), "merged_base_latency_": ("within", 0.02),  # every shape
     "e2e_vs_hf": ("<=", 0.80),
@@ -210,7 +210,7 @@ def run(args) -> dict:
     print("[5/7] §7 linear algebra: φ and Table 7 for 12 layers × 2 types, d=768, r=64", flush=True)
     an = measure.analysis_seconds(**({"layers": 2, "d": 64, "r": 8} if q else {}))
     results["analysis"] = an
-    ratios["analysis_s"] = an["total_s"]  # seconds, not a ratio: the issue's "< 5 s on 2 cores"
+    ratios["analysis_s"] = an["total_s"]  # seconds, not a ratio: the target is "< 5 s on 2 cores"
 
     if args.skip_e2e:
         ratios["e2e_vs_hf"] = None
@@ -230,7 +230,7 @@ def run(args) -> dict:
 
 
 def target_of(name: str, suffixes: tuple[str, ...] = ()) -> tuple[str, float] | None:
-    """The issue's target for a named figure (a key ending in ``_`` covers every shape; a
+    """The target for a named figure (a key ending in ``_`` covers every shape; a
     second model's figures, named ``<figure>_<model>``, have the figure's target)."""
     for suffix in suffixes:
         if suffix and name.endswith(suffix):

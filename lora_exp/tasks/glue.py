@@ -1,4 +1,5 @@
-"""GLUE tasks: read a local mirror (GLUE's TSV layouts) or the HF hub, tokenise once, cache.
+"""GLUE tasks: read a local mirror (GLUE's TSV layouts) or the HF hub, tokenise once, cache,
+and score an evaluation with the task's metrics.
 
 A mirror is laid out like ``../shared/data``: ``<data_dir>/<task>/train.tsv``, ``dev.tsv``, ...
 The columns each task reads are named in ``conf/task/<task>.yaml`` (``text_fields``,
@@ -13,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from datasets import Dataset
 
+from lora_exp import metrics
+from lora_exp.data import LengthGroupedBatches, collate, subset
 from lora_exp.errors import ConfigError
 from lora_exp.files import check_split_file, fingerprint
 from lora_exp.storage import cached_dataset, tokenizer_id
@@ -107,3 +111,29 @@ def tokenized_split(task_cfg, data_dir: str | None, split: str, tokenizer, max_l
 
     key = [source, tokenizer_id(tokenizer), max_length, list(task_cfg.text_fields), task_cfg.kind, 2]
     return cached_dataset(f"{task_cfg.name}-{split}", key, build)
+
+
+def dataset(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: int,
+            max_samples: int | None) -> Dataset:
+    """A split's tokenised rows, or a seeded subset of ``max_samples`` of them (the same rows
+    for every run seed: ``task.subset_seed``). Training and evaluation read splits alike."""
+    return subset(tokenized_split(task_cfg, data_dir, split, tokenizer, max_length), max_samples,
+                  task_cfg.subset_seed)
+
+
+@torch.no_grad()
+def evaluate(model, ds: Dataset, task_cfg, *, tokenizer, batch_size: int, device, amp_dtype,
+             **_) -> dict[str, float]:
+    """Score one split with the task's metrics (``task.metrics``, paper Table 2)."""
+    model.eval()
+    logits, labels = [], []
+    for idx in LengthGroupedBatches([0] * len(ds), batch_size, 0, shuffle=False).batches(0):
+        batch = {k: v.to(device) for k, v in collate(ds, idx, tokenizer.pad_token_id).items()}
+        y = batch.pop("labels")
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(**batch).logits
+        logits.append(out.float().cpu())
+        labels.append(y.cpu())
+    model.train()
+    return metrics.compute(list(task_cfg.metrics), torch.cat(logits).numpy(),
+                           torch.cat(labels).numpy(), task_cfg.kind)

@@ -163,18 +163,25 @@ def _with_targets(rows: Dataset, what: str) -> Dataset:
     return rows
 
 
-def dataset(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: int,
-            max_samples: int | None, *, train: bool) -> Dataset | NLGEvalSet:
-    """The training rows (``train``) or an evaluation set of a split.
+def train_set(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: int,
+              max_samples: int | None) -> Dataset:
+    """The training rows of a split: a seeded subset of ``max_samples`` rows (``task.subset_seed``),
+    without rows whose completion was cut away."""
+    examples, source = read_examples(task_cfg, data_dir, split)
+    rows = tokenized_rows(task_cfg, examples, source, split, tokenizer, max_length)
+    return _with_targets(subset(rows, max_samples, task_cfg.subset_seed), f"{split} rows")
+
+
+def eval_set(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: int,
+             max_samples: int | None) -> NLGEvalSet:
+    """An evaluation split: its unique inputs with all their references, and their LM rows.
 
     Args:
-        max_samples: training rows (``train``), or unique inputs of an evaluation split (seeded
-            by ``task.subset_seed``; every reference of a kept input stays).
+        max_samples: unique inputs to keep (seeded by ``task.subset_seed``; every reference of a
+            kept input stays).
     """
     examples, source = read_examples(task_cfg, data_dir, split)
     rows = tokenized_rows(task_cfg, examples, source, split, tokenizer, max_length)
-    if train:
-        return _with_targets(subset(rows, max_samples, task_cfg.subset_seed), f"{split} rows")
     contexts, references = nlg_data.group_references(examples)
     seen = nlg_data.seen_flags(examples) if examples and examples[0].seen is not None else None
     group_of = {c: i for i, c in enumerate(contexts)}

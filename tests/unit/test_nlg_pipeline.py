@@ -16,6 +16,7 @@ from lora_exp.generate import (DecodeOptions, GeneratedNoRepeatNGram, generate, 
 from lora_exp.lora import lora_modules
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model, load_tokenizer
+from lora_exp.params import set_trainable
 from lora_exp.errors import ConfigError
 from lora_exp.spec import ModelSpec
 from lora_exp.tasks import nlg
@@ -134,7 +135,7 @@ def test_lora_keeps_the_k_slice_after_training(make_cfg, tokenizer):
     base = {n: m.weight.detach().clone() for n, m in model.named_modules() if n.endswith("c_attn")}
     spec = ModelSpec.from_cfg(cfg.model, "lm")
     trainable = apply_method(model, spec, cfg.method).trainable
-    trainer_mod.set_trainable(model, set(trainable))
+    set_trainable(model, set(trainable))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     ds = Dataset.from_dict(nlg.encode_rows(tokenizer, EXAMPLES, max_length=64))
     batch = {k: v for k, v in collate(ds, np.array([0, 1]), 0).items() if k != "prompt_len"}

@@ -14,9 +14,11 @@ from datasets import Dataset
 import lora_exp.trainer as trainer_mod
 from lora_exp.data import collate
 from lora_exp.dropout import use_fast_dropout
+from lora_exp.efficiency import checkpointing_on, enable_gradient_checkpointing
 from lora_exp.lora import lora_modules, merged
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model
+from lora_exp.params import set_trainable
 from lora_exp.spec import ModelSpec
 
 
@@ -26,7 +28,7 @@ def _adapted(make_cfg, model="tiny_bert", method="lora", kind="cls"):
     spec = ModelSpec.from_cfg(cfg.model, kind)
     result = apply_method(net, spec, cfg.method)
     trained = set(result.trainable) | set(spec.head_parameters(net))
-    trainer_mod.set_trainable(net, trained)
+    set_trainable(net, trained)
     with torch.no_grad():  # a trained-looking B (B = 0 would hide every LoRA effect)
         for _, mod in lora_modules(net):
             for b in mod.lora_B.parameters():  # one B, or one per slice of a fused layer
@@ -66,7 +68,7 @@ def test_gradient_checkpointing_gives_equal_losses_and_gradients(make_cfg, model
         use_fast_dropout(net)
     net.train()  # dropout on: checkpointing must replay the same masks
     other = copy.deepcopy(net)
-    trainer_mod.enable_gradient_checkpointing(other)
+    enable_gradient_checkpointing(other)
     batch = collate(_rows(), np.arange(6), pad_id=0)
     if kind == "lm":
         batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
@@ -78,7 +80,7 @@ def test_gradient_checkpointing_gives_equal_losses_and_gradients(make_cfg, model
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()
                                         if p.requires_grad}))
-    assert trainer_mod.checkpointing_on(other) and not trainer_mod.checkpointing_on(net)
+    assert checkpointing_on(other) and not checkpointing_on(net)
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
     assert results[0][1].keys() == results[1][1].keys() and len(results[0][1]) > 0
     for name, grad in results[0][1].items():
@@ -128,7 +130,7 @@ def test_no_backward_below_the_lowest_trainable_parameter(make_cfg, method, expe
     net = build_model(cfg.model, "cls", 2, seed=0)
     spec = ModelSpec.from_cfg(cfg.model, "cls")
     result = apply_method(net, spec, cfg.method)
-    trainer_mod.set_trainable(net, set(result.trainable) | set(spec.head_parameters(net)))
+    set_trainable(net, set(result.trainable) | set(spec.head_parameters(net)))
     assert _block_inputs_needing_grad(net, spec) == expected
 
 
