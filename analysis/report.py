@@ -6,7 +6,7 @@ r=8 run of the lowest seed and the r=64 runs of the two lowest seeds, then write
 - φ(A_r8, A_r64) top direction per layer (Fig. 3 / 6) and seed-to-seed φ(A_r64, A'_r64) against
   the Gaussian baseline (Fig. 4 / 7), with the heatmaps;
 - Table 7 rows (‖U^⊤ W V^⊤‖_F for U, V from ΔW / W / random, norms, amplification) at r=8, r=64;
-- the rank and weight-type sweep tables of every sweep under OUTPUTS;
+- a ``sweeps.md`` already in the output folder, appended as its last section;
 - each of the paper's claims (§7.2, §7.3; PAPER.md §1.7-1.8) marked as holding here or not.
 """
 from __future__ import annotations
