@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # headless: CI and cluster nodes have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis import collect as collect_mod  # noqa: E402
 from lora_exp.spec import WEIGHT_TYPES  # noqa: E402
 
 
@@ -101,3 +102,23 @@ def plot(table: pd.DataFrame, x: str, hue: str | None, path: Path, stat: str) ->
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def write_sweep(outputs: list[str | Path], out: Path, by: list[str], stat: str = "median",
+                all_metrics: bool = False, scale: float = 100.0) -> str:
+    """Collect the runs under ``outputs`` and write ``runs.*``, ``sweep.csv`` (the long
+    :func:`sweep_table`), ``sweep.md`` (:func:`to_markdown`) and ``sweep.png`` (:func:`plot`,
+    x = the first ``by`` column, one line per value of the second) into ``out``.
+
+    Returns:
+        the Markdown of ``sweep.md``.
+    """
+    df = collect_mod.collect(outputs)
+    collect_mod.write(df, out)
+    table = sweep_table(df, by, stat, all_metrics=all_metrics)
+    table.to_csv(out / "sweep.csv", index=False)
+    md = to_markdown(table, by, stat, scale=scale)
+    (out / "sweep.md").write_text(md)
+    x, hue = (by[0], by[1] if len(by) > 1 else None)
+    plot(table, x, hue, out / "sweep.png", stat)
+    return md

@@ -123,6 +123,20 @@ def test_report_puts_claims_next_to_the_paper(runs, tmp_path):
     assert (tmp_path / "delta_w_r4" / "delta_w.csv").is_file()
 
 
+def test_report_writes_what_the_single_commands_write(runs, tmp_path):
+    """report and `subspace` / `delta-w` call the same analysis/per_layer functions."""
+    from analysis.per_layer import subspace_per_layer, table7_per_layer
+
+    assert main(["report", str(runs), "--ranks", "2,4", "--out", str(tmp_path / "report")]) == 0
+    subspace_per_layer(runs / "r2", runs / "r4", tmp_path / "subspace")
+    table7_per_layer(runs / "r4", tmp_path / "delta_w")
+    for mine, reports in (("subspace/subspace.csv", "subspace_r2_r4/subspace.csv"),
+                          ("subspace/wq_layer1_w_vs_delta.csv",
+                           "subspace_r2_r4/wq_layer1_w_vs_delta.csv"),
+                          ("delta_w/delta_w.csv", "delta_w_r4/delta_w.csv")):
+        assert (tmp_path / mine).read_bytes() == (tmp_path / "report" / reports).read_bytes()
+
+
 def test_report_without_the_needed_runs_is_an_error(runs, tmp_path, capsys):
     assert main(["report", str(runs), "--out", str(tmp_path)]) != 0  # no r=8 / r=64 runs there
     assert "r=8 (one seed) and r=64 (two seeds)" in capsys.readouterr().err
