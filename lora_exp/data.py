@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from lora_exp.errors import ConfigError
+
 IGNORE_INDEX = -100  # HF's label value for "no loss here" (LM padding and prompt tokens)
 
 
@@ -88,3 +90,13 @@ def subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
         return ds
     keep = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
     return ds.select(keep.tolist())
+
+
+def hold_out(ds: Dataset, n: int, seed: int) -> tuple[Dataset, Dataset]:
+    """(the rows to train on, ``n`` held-out rows): a seeded slice, the same rows for every run
+    seed and method, that training never sees and that selects the evaluation to report."""
+    if not 0 < n < len(ds):
+        raise ConfigError("trainer.heldout_size", n, f"an integer in [1, {len(ds) - 1}]",
+                          f"the train split has {len(ds)} rows")
+    order = np.random.default_rng(seed).permutation(len(ds))
+    return ds.select(np.sort(order[n:]).tolist()), ds.select(np.sort(order[:n]).tolist())

@@ -18,6 +18,23 @@ from lora_exp.embedded import embedded_path
 from lora_exp.errors import ConfigError
 
 SOURCES = ("embedded", "hub", "random")
+# The pretrained model's own dropout probabilities, under the names HF configs give them (BERT,
+# RoBERTa, MPNet, DeBERTa: hidden/attention; GPT-2: embedding/attention/residual; Llama:
+# attention). ``model.dropout`` sets every one the model has.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "embd_pdrop", "attn_pdrop",
+                "resid_pdrop", "attention_dropout")
+
+
+def dropout_overrides(model_cfg) -> dict:
+    """``model.dropout`` as config overrides: {} keeps the checkpoint's own values (null)."""
+    p = model_cfg.get("dropout")
+    return {} if p is None else {k: float(p) for k in DROPOUT_KEYS}
+
+
+def model_dropout(model: nn.Module) -> dict[str, float]:
+    """The dropout probabilities the loaded model really uses, for the run's record."""
+    config = model.config
+    return {k: getattr(config, k) for k in DROPOUT_KEYS if getattr(config, k, None) is not None}
 
 
 def _auto_class(task_kind: str):
@@ -46,9 +63,27 @@ def architecture_config(model_cfg, task_kind: str, num_labels: int):
     """An HF config built from ``model.architecture`` alone (no download)."""
     arch = OmegaConf.to_container(model_cfg.architecture, resolve=True)
     cfg = AutoConfig.for_model(model_cfg.family, **arch, **_task_kwargs(task_kind, num_labels))
+    _set_dropout(cfg, model_cfg)
     if cfg.pad_token_id is None:
         cfg.pad_token_id = 0  # sequence classification on decoders needs one
     return cfg
+
+
+OFFLINE_MODELS = ("the embedded models: model=minilm, model=mpnet_base (RoBERTa-base's shape), "
+                  "model=smollm2; or a warm HF cache")
+
+
+def offline_error(model_cfg, err: Exception) -> ConfigError:
+    """One line for a hub model that could not be fetched, with the offline alternatives."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ConfigError("model", model_cfg.name, OFFLINE_MODELS,
+                       f"could not fetch {model_cfg.get('hub_id')} from the HF hub ({reason})")
+
+
+def _set_dropout(config, model_cfg) -> None:
+    for key, value in dropout_overrides(model_cfg).items():
+        if hasattr(config, key):
+            setattr(config, key, value)
 
 
 def build_model(model_cfg, task_kind: str, num_labels: int, *, skeleton: bool = False,
@@ -69,12 +104,19 @@ def build_model(model_cfg, task_kind: str, num_labels: int, *, skeleton: bool = 
         torch.manual_seed(seed)
         return auto.from_config(config)
     location = weights_location(model_cfg)
-    kwargs = dict(_task_kwargs(task_kind, num_labels),
-                  trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
-    if model_cfg.source == "embedded":
-        kwargs["local_files_only"] = True
+    local = model_cfg.source == "embedded"
+    remote = bool(model_cfg.get("trust_remote_code", False))
+    try:
+        config = AutoConfig.from_pretrained(location, local_files_only=local,
+                                            trust_remote_code=remote, **_task_kwargs(task_kind, num_labels))
+    except OSError as e:  # no network (or no such repository) and nothing cached
+        raise offline_error(model_cfg, e) from None
+    _set_dropout(config, model_cfg)
     torch.manual_seed(seed)  # the new task head is initialised from the run's seed
-    model = auto.from_pretrained(location, **kwargs)
+    # fp32 always: a checkpoint stored in fp16/bf16 would otherwise put W0, the trained
+    # parameters and AdamW's state in half precision; autocast does the low-precision compute.
+    model = auto.from_pretrained(location, config=config, dtype=torch.float32,
+                                 local_files_only=local, trust_remote_code=remote)
     if task_kind != "lm" and model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
@@ -89,8 +131,11 @@ def load_tokenizer(model_cfg) -> PreTrainedTokenizerBase:
         local = kind == "embedded"
     else:
         location, local = weights_location(model_cfg), model_cfg.source == "embedded"
-    tok = AutoTokenizer.from_pretrained(location, local_files_only=local,
-                                        trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+    try:
+        tok = AutoTokenizer.from_pretrained(location, local_files_only=local,
+                                            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+    except OSError as e:
+        raise offline_error(model_cfg, e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

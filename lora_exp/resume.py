@@ -10,6 +10,7 @@ run directory restores all of it, so the resumed run continues bit for bit (on C
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from lora_exp.storage import atomic_write
 
 FILE = Path("checkpoint") / "state.safetensors"
+log = logging.getLogger("lora_exp")
 
 
 @dataclass
@@ -33,6 +35,11 @@ class TrainState:
     running_loss: float = 0.0
     n_loss: int = 0
     history: list = field(default_factory=list)
+
+    def advance(self, loss: float, n_batches: int) -> None:
+        """After an optimizer step over ``n_batches`` batches with mean ``loss``."""
+        self.step, self.pos = self.step + 1, self.pos + n_batches
+        self.running_loss, self.n_loss = self.running_loss + loss, self.n_loss + 1
 
 
 def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
@@ -108,3 +115,12 @@ def load_state(run_dir: Path, model, opt, sched, scaler) -> TrainState:
     scaler.load_state_dict(meta["scaler"])
     _set_rng_state(meta["rng"], tensors)
     return TrainState(**meta["state"])
+
+
+def start(resume: bool, run_dir: Path, model, opt, sched, scaler) -> TrainState:
+    """Where a run starts: its saved checkpoint with ``resume=true`` (if it has one), else step 0."""
+    if not (resume and has_state(run_dir)):
+        return TrainState()
+    state = load_state(run_dir, model, opt, sched, scaler)
+    log.info("resumed from %s at step %d", Path(run_dir) / FILE, state.step)
+    return state

@@ -20,20 +20,19 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from lora_exp import checkpoint, dist, resume
+from lora_exp import dist, export, resume
 from lora_exp.data import LengthGroupedBatches, collate
 from lora_exp.efficiency import prepare_for_training
 from lora_exp.errors import ConfigError
 from lora_exp.evaluation import Evaluator
 from lora_exp.files import check_split_file
 from lora_exp.methods import MethodResult, apply_method
-from lora_exp.models import build_model, describe, load_tokenizer
+from lora_exp.models import build_model, describe, load_tokenizer, model_dropout
 from lora_exp.optim import StepPlan, clip_and_step, lr_lambda, make_optimizer
 from lora_exp.params import count_params, set_trainable
-from lora_exp.resume import TrainState
 from lora_exp.runlog import Tracker, git_sha, write_json
 from lora_exp.runtime import pick_device, pick_precision, quiet_libraries, seed_everything
-from lora_exp.selection import summarize
+from lora_exp.selection import protocol, selecting_key, summarize
 from lora_exp.spec import ModelSpec
 from lora_exp.tasks.registry import task_family
 from lora_exp.validate import validate
@@ -74,20 +73,11 @@ def adapt(cfg, family) -> Adapted:
     log.info("%s · method=%s · trainable %s (+ head %s) of %s", describe(cfg.model), cfg.method.name,
              f"{params['trainable']:,}", f"{params['head']:,}", f"{params['total']:,}")
     if cfg.init_from is not None:
-        loaded = checkpoint.load_trained(model, Path(str(cfg.init_from)), expected=result.trainable,
+        loaded = export.load_trained(model, Path(str(cfg.init_from)), expected=result.trainable,
                                          optional=head)
         log.info("loaded trained parameters from %s%s", cfg.init_from,
                  f" (new head: {loaded['skipped']} differ in shape)" if loaded["skipped"] else "")
     return Adapted(model, spec, result, head, trained, params)
-
-
-def read_data(family, task, data_dir: str | None, tokenizer, tcfg, eval_only: bool):
-    """(training rows or None when only evaluating, {eval split: evaluation set})."""
-    train_ds = None if eval_only else family.train_set(task, data_dir, "train", tokenizer,
-                                                       tcfg.max_length, tcfg.max_train_samples)
-    eval_sets = {s: family.eval_set(task, data_dir, s, tokenizer, tcfg.max_length,
-                                    tcfg.max_eval_samples) for s in task.eval_splits}
-    return train_ds, eval_sets
 
 
 def save_trained(cfg, run: Adapted, out_dir: Path) -> None:
@@ -95,7 +85,7 @@ def save_trained(cfg, run: Adapted, out_dir: Path) -> None:
     task = cfg.task
     meta = {"model": cfg.model.name, "method": cfg.method.name, "task": task.name,
             "task_kind": task.kind, "num_labels": task.num_labels}
-    checkpoint.save_trained(run.model, run.trained, out_dir, meta, run.result, run.spec.head,
+    export.save_trained(run.model, run.trained, out_dir, meta, run.result, run.spec.head,
                             task.kind, cfg.model.get("hub_id") or cfg.model.name)
 
 
@@ -130,7 +120,7 @@ def dry_run(cfg) -> dict:
     print(f"[dry run] {describe(cfg.model)} · method={cfg.method.name} · task={cfg.task.name}\n"
           f"  trainable (no head): {params['trainable']:,}\n  head: {params['head']:,}\n"
           f"  total: {params['total']:,}")
-    return {"params": params, "dry_run": True}
+    return {"params": params, "protocol": protocol(cfg, None, model_dropout(model)), "dry_run": True}
 
 
 def progress_bar(cfg, total: int, step: int) -> tqdm:
@@ -159,7 +149,7 @@ def train(cfg, out_dir: Path) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     run = adapt(cfg, family)
     model = run.model.to(device)
-    train_ds, eval_sets = read_data(family, task, data_dir, tokenizer, tcfg, eval_only)
+    train_ds, eval_sets = family.read_data(task, data_dir, tokenizer, tcfg, eval_only)
     sampler = LengthGroupedBatches([] if eval_only else [len(x) for x in train_ds["input_ids"]],
                                    tcfg.batch_size, cfg.seed, group_by_length=tcfg.group_by_length)
     plan = StepPlan.from_cfg(tcfg, len(sampler))
@@ -167,12 +157,12 @@ def train(cfg, out_dir: Path) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(plan.warmup, plan.total))
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     tracker = Tracker(cfg.logger if dist.is_main() else None, out_dir, cfg, cfg.run_name)
-    state = TrainState()
-    if cfg.resume and resume.has_state(out_dir):
-        state = resume.load_state(out_dir, model, opt, sched, scaler)
-        log.info("resumed from %s at step %d", out_dir / resume.FILE, state.step)
+    state = resume.start(cfg.resume, out_dir, model, opt, sched, scaler)
     evaluate = Evaluator(family, task, eval_sets, tokenizer, tcfg.eval_batch_size, device,
                          amp_dtype, out_dir, tracker, plan.steps_per_epoch, plan.total,
+                         selecting_key(task, tcfg.selection),
+                         save_best=(lambda: save_trained(cfg, run, out_dir / export.BEST))
+                         if tcfg.save_trained else None,
                          merge=run.result.mergeable and tcfg.merged_eval)
     ddp_model = dist.wrap(model, device)
 
@@ -189,8 +179,7 @@ def train(cfg, out_dir: Path) -> dict:
                 raise FloatingPointError(f"loss is {loss} at step {state.step}: stopping; the last "
                                          "good checkpoint is kept (lower trainer.lr or check the data)")
             sched.step()
-            state.step, state.pos = state.step + 1, state.pos + tcfg.grad_accum
-            state.running_loss, state.n_loss = state.running_loss + loss, state.n_loss + 1
+            state.advance(loss, tcfg.grad_accum)
             bar.update(1)
             if plan.evaluates_at(state.step):
                 evaluate(model, state)
@@ -208,7 +197,8 @@ def train(cfg, out_dir: Path) -> dict:
     if tcfg.save_trained:
         save_trained(cfg, run, out_dir)
     tracker.finish({"trainable": run.params["trainable"], "steps": state.step})
-    return {"params": run.params, "metrics": summarize(state.history, task), "steps": state.step,
+    return {"params": run.params, "metrics": summarize(state.history, task, tcfg.selection),
+            "protocol": protocol(cfg, len(state.history), model_dropout(model)), "steps": state.step,
             "evaluations": len(state.history)}
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_exp.checks import check_bool, check_int, check_positive
+from lora_exp.checks import check_bool, check_choice, check_int, check_positive
 from lora_exp.errors import ConfigError
+from lora_exp.export import CHECKPOINTS, trained_dir
+from lora_exp.selection import HELDOUT, SELECTIONS
 from lora_exp.spec import WEIGHT_TYPES
 
 
@@ -59,6 +61,7 @@ def validate(cfg) -> None:
         check_bool(f"trainer.{key}", t.get(key))
     if cfg.init_from is not None:
         _check_init_from(cfg)
+    _check_protocol(cfg)
     if cfg.data_dir is not None and not Path(str(cfg.data_dir)).is_dir():
         raise ConfigError("data_dir", cfg.data_dir, "an existing folder laid out like ../shared/data, "
                           "or null for the HF hub", "no such directory")
@@ -66,7 +69,7 @@ def validate(cfg) -> None:
 
 def _check_init_from(cfg) -> None:
     """The run to start from exists, is safetensors, and was trained with this model and method."""
-    from lora_exp.checkpoint import CONFIG, WEIGHTS, read_config
+    from lora_exp.export import CONFIG, WEIGHTS, read_config
 
     run_dir = Path(str(cfg.init_from))
     valid = f"a run directory holding {WEIGHTS} + {CONFIG}"
@@ -77,3 +80,22 @@ def _check_init_from(cfg) -> None:
         if meta.get(key) != want:
             raise ConfigError("init_from", cfg.init_from, f"a run of {key}={want}",
                               f"it was trained with {key}={meta.get(key)}")
+
+
+def _check_protocol(cfg) -> None:
+    """The selection protocol, the start checkpoint, weight decay and the model's own dropout."""
+    t = cfg.trainer
+    check_choice("trainer.selection", t.selection, SELECTIONS)
+    check_bool("trainer.no_decay", t.no_decay)
+    check_choice("init_checkpoint", cfg.init_checkpoint, CHECKPOINTS)
+    if cfg.init_from is not None:
+        trained_dir(Path(str(cfg.init_from)), cfg.init_checkpoint)  # a run that kept its best
+    if t.selection == HELDOUT:
+        check_int("trainer.heldout_size", t.heldout_size, 1)
+        if cfg.task.get("family", "glue") != "glue":
+            raise ConfigError("trainer.selection", t.selection, ["paper"], f"task {cfg.task.name} "
+                              "scores its generations at the last evaluation only; no held-out "
+                              "slice can choose among evaluations")
+    p = cfg.model.get("dropout")
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1):
+        raise ConfigError("model.dropout", p, "null (the checkpoint's own) or a probability in [0, 1)")

@@ -75,7 +75,14 @@ def _hub_frame(task_cfg, split: str) -> pd.DataFrame:
     from datasets import load_dataset  # network path: only when no mirror is set
 
     hub = task_cfg.hub
-    ds = load_dataset(hub.path, hub.name, split=hub.splits[split])
+    try:
+        ds = load_dataset(hub.path, hub.name, split=hub.splits[split])
+    except (OSError, ConnectionError) as e:  # no network and nothing cached
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError("data_dir", None, f"a local mirror (data_dir=PATH laid out like "
+                          f"../shared/data), or task.files.{split}=PATH",
+                          f"could not fetch {hub.path}/{hub.name} ({split}) from the HF hub "
+                          f"({reason})") from None
     df = ds.to_pandas()
     cols = dict(zip(hub.text_fields, task_cfg.text_fields))
     cols[hub.label_field] = task_cfg.label_field
@@ -122,10 +129,9 @@ def dataset(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: i
 
 
 @torch.no_grad()
-def evaluate(model, ds: Dataset, task_cfg, *, tokenizer, batch_size: int, device, amp_dtype,
-             **_) -> dict[str, float]:
-    """Score one split with the task's metrics (``task.metrics``, paper Table 2)."""
-    model.eval()
+def predict(model, ds: Dataset, tokenizer, batch_size: int, device,
+            amp_dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of every row of ``ds``, in order."""
     logits, labels = [], []
     for idx in LengthGroupedBatches([0] * len(ds), batch_size, 0, shuffle=False).batches(0):
         batch = {k: v.to(device) for k, v in collate(ds, idx, tokenizer.pad_token_id).items()}
@@ -134,6 +140,21 @@ def evaluate(model, ds: Dataset, task_cfg, *, tokenizer, batch_size: int, device
             out = model(**batch).logits
         logits.append(out.float().cpu())
         labels.append(y.cpu())
-    model.train()
-    return metrics.compute(list(task_cfg.metrics), torch.cat(logits).numpy(),
-                           torch.cat(labels).numpy(), task_cfg.kind)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model, eval_sets: dict[str, Dataset], task_cfg, *, tokenizer, batch_size: int, device,
+             amp_dtype, **_) -> dict[str, float]:
+    """``<split>/<metric>`` for every eval split with the task's metrics (``task.metrics``, paper
+    Table 2), and for every combined split (``task.combined_splits``: MNLI's ``overall``, the
+    paper's MNLI column, scores matched and mismatched rows together)."""
+    model.eval()
+    try:
+        outputs = {s: predict(model, ds, tokenizer, batch_size, device, amp_dtype)
+                   for s, ds in eval_sets.items()}
+    finally:
+        model.train()
+    for name, parts in (task_cfg.get("combined_splits") or {}).items():
+        outputs[name] = tuple(np.concatenate([outputs[p][i] for p in parts]) for i in (0, 1))
+    return {f"{split}/{k}": v for split, (logits, labels) in outputs.items()
+            for k, v in metrics.compute(list(task_cfg.metrics), logits, labels, task_cfg.kind).items()}

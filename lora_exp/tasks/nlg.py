@@ -259,8 +259,14 @@ def lm_loss(model: nn.Module, rows: Dataset, batch_size: int, pad_id: int, devic
     return total / max(n, 1)
 
 
-def evaluate(model: nn.Module, ds: NLGEvalSet, task_cfg, *, split: str, final: bool, tokenizer,
-             batch_size: int, device, amp_dtype, out_dir: Path) -> dict[str, float]:
+def evaluate(model: nn.Module, eval_sets: dict[str, NLGEvalSet], task_cfg, **kwargs) -> dict[str, float]:
+    """``<split>/<metric>`` for every eval split (:func:`evaluate_split`)."""
+    return {f"{split}/{k}": v for split, ds in eval_sets.items()
+            for k, v in evaluate_split(model, ds, task_cfg, split=split, **kwargs).items()}
+
+
+def evaluate_split(model: nn.Module, ds: NLGEvalSet, task_cfg, *, split: str, final: bool, tokenizer,
+                   batch_size: int, device, amp_dtype, out_dir: Path) -> dict[str, float]:
     """``loss`` always; decoding and the task's metrics at the final evaluation (module doc)."""
     model.eval()
     try:

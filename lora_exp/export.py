@@ -1,4 +1,9 @@
-"""Save and load the trained parameters of a run: ``adapter_model.safetensors`` + ``adapter_config.json``.
+"""What a run exports: its trained parameters, ``adapter_model.safetensors`` + ``adapter_config.json``.
+
+Two sets are kept: the parameters after the last step in the run directory itself, and those
+of the best evaluation (by the run's selection protocol) in ``<run>/best/``. ``init_from`` loads
+the best by default (the paper starts MRPC, RTE and STS-B from the best MNLI checkpoint,
+docs/paper.md#mnli-start), the final ones with ``init_checkpoint=final``.
 
 Only what a method trained is written (LoRA's A and B plus the task head, ~0.3M numbers for
 RoBERTa-base instead of 125M), as safetensors (never pickle). Keys are the model's parameter
@@ -24,6 +29,25 @@ from lora_exp.errors import ConfigError
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
 PREFIX = "base_model.model."
+BEST = "best"  # sub-folder with the parameters of the best evaluation
+CHECKPOINTS = ["best", "final"]
+
+
+def trained_dir(run_dir: Path, which: str) -> Path:
+    """The folder holding a run's ``best`` or ``final`` trained parameters.
+
+    Raises:
+        ConfigError: an unknown choice, or a run that kept no best parameters.
+    """
+    if which not in CHECKPOINTS:
+        raise ConfigError("init_checkpoint", which, CHECKPOINTS)
+    run_dir = Path(run_dir)
+    if which == "final":
+        return run_dir
+    if not (run_dir / BEST / WEIGHTS).is_file() and (run_dir / WEIGHTS).is_file():
+        raise ConfigError("init_checkpoint", which, ["final"], f"{run_dir} kept no {BEST}/ "
+                          "parameters (a run made before best evaluations were kept)")
+    return run_dir / BEST
 
 
 def _peft_fields(result: MethodResult, head_modules: list[str], task_kind: str, base: str) -> dict:
