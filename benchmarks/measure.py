@@ -300,7 +300,7 @@ def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:
     result = apply_method(net, spec, cfg.method)
     lora_dir, full = out / "lora_ckpt", out / "full_ckpt" / "model.safetensors"
     export.save_trained(net, result.trainable, lora_dir, {"model": model, "method": "lora"},
-                            result, [], "cls", cfg.model.get("hub_id") or model)
+                        result, [], "cls", cfg.model.get("hub_id") or model)
     full.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in base_state_dict(net).items()}, str(full))
     lora_bytes = (lora_dir / export.WEIGHTS).stat().st_size

@@ -73,9 +73,9 @@ def adapt(cfg, family) -> Adapted:
     log.info("%s · method=%s · trainable %s (+ head %s) of %s", describe(cfg.model), cfg.method.name,
              f"{params['trainable']:,}", f"{params['head']:,}", f"{params['total']:,}")
     if cfg.init_from is not None:
-        loaded = export.load_trained(model, Path(str(cfg.init_from)), expected=result.trainable,
-                                         optional=head)
-        log.info("loaded trained parameters from %s%s", cfg.init_from,
+        source = export.trained_dir(Path(str(cfg.init_from)), cfg.init_checkpoint)
+        loaded = export.load_trained(model, source, expected=result.trainable, optional=head)
+        log.info("loaded the %s trained parameters of %s%s", cfg.init_checkpoint, cfg.init_from,
                  f" (new head: {loaded['skipped']} differ in shape)" if loaded["skipped"] else "")
     return Adapted(model, spec, result, head, trained, params)
 
@@ -86,7 +86,7 @@ def save_trained(cfg, run: Adapted, out_dir: Path) -> None:
     meta = {"model": cfg.model.name, "method": cfg.method.name, "task": task.name,
             "task_kind": task.kind, "num_labels": task.num_labels}
     export.save_trained(run.model, run.trained, out_dir, meta, run.result, run.spec.head,
-                            task.kind, cfg.model.get("hub_id") or cfg.model.name)
+                        task.kind, cfg.model.get("hub_id") or cfg.model.name)
 
 
 def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg) -> float:

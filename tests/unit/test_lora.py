@@ -133,7 +133,7 @@ def test_unknown_and_partial_targets_fail(make_cfg):
 def _save_run(model, spec, result, run_dir, cfg):
     head = list(spec.head_parameters(model))
     export.save_trained(model, result.trainable + head, run_dir, {"model": cfg.model.name},
-                            result, spec.head, "cls", cfg.model.name)
+                        result, spec.head, "cls", cfg.model.name)
 
 
 def test_peft_loads_a_lora_exp_run(make_cfg, tmp_path):
