@@ -149,10 +149,25 @@ def test_sweep_all_metrics_keeps_every_metric():
 
     rows = [{"method": "lora", "task": "e2e", "split": "valid", "metric": m, "is_main": m == "BLEU",
              "best": v + seed, "status": "ok", "trainable": 10, "seed": seed}
-            for seed in (0, 1) for m, v in (("BLEU", 60.0), ("NIST", 7.0), ("CIDEr", 1.5))]
+            for seed in (0, 1) for m, v in (("BLEU", 60.0), ("nist_nltk", 7.0), ("CIDEr", 1.5))]
     df = pd.DataFrame(rows)
     assert list(sweep_table(df, ["method"], "mean")["metric"]) == ["BLEU"]
     table = sweep_table(df, ["method"], "mean", all_metrics=True)
-    assert dict(zip(table["metric"], table["value"])) == {"BLEU": 60.5, "CIDEr": 2.0, "NIST": 7.5}
+    assert dict(zip(table["metric"], table["value"])) == {"BLEU": 60.5, "CIDEr": 2.0, "nist_nltk": 7.5}
     md = to_markdown(table, ["method"], "mean", scale=1)
-    assert "60.5 [60.0–61.0] (2)" in md and "e2e valid/NIST" in md
+    assert "60.5 [60.0–61.0] (2)" in md and "e2e valid/nist_nltk" in md
+
+
+def test_collect_reads_old_runs_nist_as_nist_nltk(tmp_path):
+    """Runs made before the rename wrote nltk's NIST as "NIST"; it is collected under its new name."""
+    import json
+
+    from analysis.collect import collect
+
+    metrics = {"BLEU": 64.5, "NIST": 5.65, "step": 120}
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "task": "e2e", "method": "lora", "status": "ok",
+        "metrics": {"main_metric": "valid/BLEU", "valid": {"best": metrics, "final": metrics}}}))
+    df = collect([tmp_path])
+    assert dict(zip(df["metric"], df["best"])) == {"BLEU": 64.5, "nist_nltk": 5.65}
+    assert dict(zip(df["metric"], df["is_main"])) == {"BLEU": True, "nist_nltk": False}
