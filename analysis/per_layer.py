@@ -1,5 +1,9 @@
 """The §7 analyses of run directories, one table row per adapted layer × weight type.
 
+A weight type with several modules per block (``mlp``) gets a row per module: the tables then
+have a ``module`` column and its file names end in the module (``mlp_layer0_output.dense_phi``);
+with one module per weight type (wq, wv ...) neither appears.
+
 ``python -m analysis subspace`` / ``delta-w`` and ``report`` share these, so a report's tables
 are exactly what the single commands write. Each function reads the runs (:mod:`analysis.runs`),
 measures with :mod:`analysis.subspace` (φ, §7.2) or :mod:`analysis.delta_w` (Table 7, §7.3),
@@ -16,7 +20,8 @@ import torch
 
 from analysis.delta_w import table7_rows
 from analysis.plots import phi_heatmap
-from analysis.runs import LoRAFactors, RunError, lora_factors, pretrained_weights, summary_of
+from analysis.runs import (Key, LoRAFactors, RunError, lora_factors, pretrained_weights,
+                           several_modules, summary_of)
 from analysis.subspace import grassmann_phi_w_vs_delta, random_baseline, subspace_similarity
 
 
@@ -24,6 +29,36 @@ def run_label(run_dir: str | Path) -> str:
     """``r=<rank>,seed=<seed>``: how titles and console tables name a run."""
     s = summary_of(Path(run_dir))
     return f"r={s.get('rank')},seed={s.get('seed')}"
+
+
+def id_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of a per-layer table that name a weight: layer, weight_type (, module)."""
+    return [c for c in ("layer", "weight_type", "module") if c in table.columns]
+
+
+def _ids(key: Key, multi: set[str]) -> dict:
+    """A row's :func:`id_columns`; module only when some weight type has several modules
+    (``multi``, from :func:`analysis.runs.several_modules`)."""
+    return {"layer": key.layer, "weight_type": key.weight_type,
+            **({"module": key.module} if multi else {})}
+
+
+def _stem(key: Key, multi: set[str]) -> str:
+    """File-name stem of a weight's figures: ``wq_layer0``, or ``mlp_layer0_intermediate.dense``
+    for a weight type with several modules."""
+    stem = f"{key.weight_type}_layer{key.layer}"
+    return f"{stem}_{key.module}" if key.weight_type in multi else stem
+
+
+def _weight(key: Key) -> str:
+    """How a figure title names the weight: ``Wq`` as the paper, ``W mlp``."""
+    wt = key.weight_type
+    return f"W{wt[1:]}" if wt in ("wq", "wk", "wv", "wo") else f"W {wt}"
+
+
+def _title(key: Key, multi: set[str], text: str) -> str:
+    """A figure title: ``text``, and the module on a second line for a weight type with several."""
+    return f"{text}\n{key.module}" if key.weight_type in multi else text
 
 
 def _w_vs_delta(W: torch.Tensor, factors: LoRAFactors, stem: Path, title: str) -> float:
@@ -43,7 +78,7 @@ def subspace_per_layer(run_a: str | Path, run_b: str | Path, out: str | Path, se
     Writes into ``out``: a heatmap + CSV ``<wt>_layer<l>_phi`` per pair, ``random_phi`` (Φ of
     Gaussian random A, A' shaped as the last pair: the baseline), with ``w_vs_delta`` also
     ``<wt>_layer<l>_w_vs_delta`` (W vs ΔW of run_a, Fig. 8), and ``subspace.csv``, the table
-    returned.
+    returned. A weight type with several modules has ``<wt>_layer<l>_<module>`` in those names.
 
     Args:
         run_a: run directory of the rows of Φ (e.g. the r=8 run).
@@ -53,9 +88,9 @@ def subspace_per_layer(run_a: str | Path, run_b: str | Path, out: str | Path, se
         w_vs_delta: also compare W's and ΔW's directions (needs the pretrained W: slower).
 
     Returns:
-        one row per shared (layer, weight type): ranks, φ(1, 1) and mean φ for the runs and for
-        the baseline, the expected random φ(1, 1) = 1/k, and with ``w_vs_delta``
-        ``w_top10pct_vs_delta_top``.
+        one row per shared (layer, weight type), and module if a weight type has several:
+        ranks, φ(1, 1) and mean φ for the runs and for the baseline, the expected random
+        φ(1, 1) = 1/k, and with ``w_vs_delta`` ``w_top10pct_vs_delta_top``.
 
     Raises:
         RunError: if a folder is not a LoRA run or the runs share no layer × weight type.
@@ -69,22 +104,24 @@ def subspace_per_layer(run_a: str | Path, run_b: str | Path, out: str | Path, se
     la, lb = run_label(run_a), run_label(run_b)
     g = torch.Generator().manual_seed(seed)
     w0 = pretrained_weights(run_a, shared) if w_vs_delta else {}
+    multi = several_modules(shared)
     rows = []
     for key in shared:
-        layer, wt = key
         A1, A2 = fa[key].A, fb[key].A
         Phi = subspace_similarity(A1, A2)  # (r_a, r_b)
         Phi_rand = random_baseline(A1.shape[1], A1.shape[0], A2.shape[0], generator=g)[0]
-        stem = out / f"{wt}_layer{layer}"
-        phi_heatmap(Phi, f"{stem}_phi.png", f"ΔW{wt[1:]} layer {layer}: φ(A {la}, A' {lb})",
+        stem = out / _stem(key, multi)
+        phi_heatmap(Phi, f"{stem}_phi.png",
+                    _title(key, multi, f"Δ{_weight(key)} layer {key.layer}: φ(A {la}, A' {lb})"),
                     f"j ({lb})", f"i ({la})")
-        row = {"layer": layer, "weight_type": wt, "r_a": A1.shape[0], "r_b": A2.shape[0],
+        row = {**_ids(key, multi), "r_a": A1.shape[0], "r_b": A2.shape[0],
                "phi_top1": float(Phi[0, 0]), "phi_random_top1": float(Phi_rand[0, 0]),
                "expected_random_top1": 1.0 / A1.shape[1],
                "phi_mean": float(Phi.mean()), "phi_random_mean": float(Phi_rand.mean())}
         if w_vs_delta:
             row["w_top10pct_vs_delta_top"] = _w_vs_delta(
-                w0[key], fa[key], stem, f"W{wt[1:]} layer {layer} vs ΔW ({la})")
+                w0[key], fa[key], stem,
+                _title(key, multi, f"{_weight(key)} layer {key.layer} vs ΔW ({la})"))
         rows.append(row)
     phi_heatmap(Phi_rand, out / "random_phi.png", "Gaussian random A, A'", "j", "i")
     table = pd.DataFrame(rows)
@@ -99,7 +136,7 @@ def subspace_summary(table: pd.DataFrame, run_a: str | Path, run_b: str | Path,
     return "\n".join([
         f"top-direction similarity φ(1, 1), {run_label(run_a)} vs {run_label(run_b)} and for "
         "Gaussian random A (the baseline)",
-        table[["layer", "weight_type", "phi_top1", "phi_random_top1", "phi_mean"]].to_string(index=False),
+        table[[*id_columns(table), "phi_top1", "phi_random_top1", "phi_mean"]].to_string(index=False),
         f"wrote {out / 'subspace.csv'} and the heatmaps in {out}"])
 
 
@@ -112,8 +149,8 @@ def table7_per_layer(run: str | Path, out: str | Path, seed: int = 0) -> pd.Data
         seed: seeds the random U, V of the ``proj_random`` column.
 
     Returns:
-        one row per (layer, weight type) with r and the columns of
-        :func:`analysis.delta_w.table7_rows`.
+        one row per (layer, weight type), and module if a weight type has several, with r and
+        the columns of :func:`analysis.delta_w.table7_rows`.
 
     Raises:
         RunError: if the folder is not a LoRA run.
@@ -125,7 +162,8 @@ def table7_per_layer(run: str | Path, out: str | Path, seed: int = 0) -> pd.Data
     g = torch.Generator().manual_seed(seed)
     r = factors[keys[0]].A.shape[0]
     stats = table7_rows([w0[k] for k in keys], [factors[k].delta_w for k in keys], r, generator=g)
-    table = pd.DataFrame([{"layer": k[0], "weight_type": k[1], "r": r, **s} for k, s in zip(keys, stats)])
+    multi = several_modules(keys)
+    table = pd.DataFrame([{**_ids(k, multi), "r": r, **s} for k, s in zip(keys, stats)])
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "delta_w.csv", index=False)
     return table

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import collect as collect_mod
-from analysis.per_layer import subspace_per_layer, subspace_summary, table7_per_layer, table7_summary
+from analysis.per_layer import (id_columns, subspace_per_layer, subspace_summary, table7_per_layer,
+                                table7_summary)
 from analysis.runs import RunError
 
 # Paper Table 7 (GPT-3, layer 48, Wq; PAPER.md §1.8): r=4 and r=64.
@@ -62,18 +63,19 @@ def _table7(run: Path, out: Path) -> pd.DataFrame:
 
 def subspace_section(s_rank: pd.DataFrame, s_seed: pd.DataFrame, low: int, high: int) -> list[str]:
     """The §7.2 section: φ(A_low, A_high) and seed-to-seed φ(A_high, A'_high) per layer × weight
-    type (the :func:`subspace_per_layer` tables ``s_rank`` and ``s_seed``) and the verdicts on
-    Figs. 3 and 4."""
+    type (× module, if a weight type has several; the :func:`subspace_per_layer` tables ``s_rank``
+    and ``s_seed``) and the verdicts on Figs. 3 and 4."""
     lo, hi = f"r{low}", f"r{high}"
     lines = ["## Subspace similarity (§7.2)", "",
              f"Top-direction similarity φ(A_{lo}, A_{hi}, 1, 1) per layer (paper Fig. 3, r=8 vs 64: "
              f"> 0.5 at GPT-3 layer 48), and seed-to-seed φ(A_{hi}, A'_{hi}, 1, 1) against Gaussian random "
              "A of the same shape (Fig. 4).", ""]
-    merged = s_rank[["layer", "weight_type", "phi_top1"]].rename(columns={"phi_top1": f"phi_{lo}_{hi}"})
-    merged = merged.merge(s_seed[["layer", "weight_type", "phi_top1", "phi_mean", "phi_random_top1",
+    ids = id_columns(s_rank)  # layer, weight_type, and module where a weight type has several
+    merged = s_rank[[*ids, "phi_top1"]].rename(columns={"phi_top1": f"phi_{lo}_{hi}"})
+    merged = merged.merge(s_seed[[*ids, "phi_top1", "phi_mean", "phi_random_top1",
                                   "phi_random_mean"]].rename(columns={
                                       "phi_top1": "phi_seeds_top1", "phi_mean": "phi_seeds_mean"}),
-                          on=["layer", "weight_type"])
+                          on=ids)
     lines += [merged.to_markdown(index=False, floatfmt=".3f"), ""]
     share = (merged[f"phi_{lo}_{hi}"] > 0.5).mean()
     above_random = (merged["phi_seeds_mean"] > merged["phi_random_mean"]).mean()
@@ -98,10 +100,12 @@ def table7_section(d_low: pd.DataFrame, d_high: pd.DataFrame, low: int, high: in
     """The §7.3 section: medians over layers of the :func:`table7_per_layer` tables at r=low and
     r=high next to the paper's Table 7, and the verdicts on its three claims."""
     lines = ["## ΔW versus W (§7.3, Table 7)", ""]
-    med = lambda d: d.groupby("weight_type")[["proj_delta", "proj_w", "proj_random", "norm_w",  # noqa: E731
-                                              "norm_delta", "amplification"]].median()
+    by = [c for c in id_columns(d_low) if c != "layer"]  # per weight type (and module)
+    med = lambda d: d.groupby(by)[["proj_delta", "proj_w", "proj_random", "norm_w",  # noqa: E731
+                                   "norm_delta", "amplification"]].median()
     t7 = pd.concat({f"r={low}": med(d_low), f"r={high}": med(d_high)}, names=["run"]).reset_index()
-    lines += ["Median over layers, per weight type, measured here:", "",
+    lines += [f"Median over layers, per weight type{' and module' if 'module' in by else ''}, "
+              "measured here:", "",
               t7.to_markdown(index=False, floatfmt=".4g"), "",
               "The paper (GPT-3 175B, layer 48, Wq, PAPER.md §1.8):", "",
               PAPER_TABLE7.to_markdown(index=False, floatfmt=".4g"), ""]

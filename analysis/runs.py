@@ -7,8 +7,10 @@ Every weight is returned in the paper's (d_out × d_in) layout, GPT-2 ``Conv1D``
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from omegaconf import OmegaConf
@@ -34,7 +36,29 @@ class LoRAFactors:
         return self.B.double() @ self.A.double() * self.scaling
 
 
-Key = tuple[int, str]  # (layer, weight type)
+class Key(NamedTuple):
+    """One adapted weight. The module is part of the key because a weight type can name several
+    modules per block (``mlp``: the MLP's input and output projections), which (layer, weight
+    type) alone would merge; with one module per weight type keys sort as (layer, weight type)."""
+
+    layer: int
+    weight_type: str
+    module: str  # inside the block, as conf/model/<name>.yaml names it, e.g. "intermediate.dense"
+
+
+def several_modules(keys: Iterable[Key]) -> set[str]:
+    """The weight types that have more than one module in some block (e.g. ``mlp``): the ones
+    whose tables and file names must name the module to tell the weights apart."""
+    seen: dict[tuple[int, str], set[str]] = {}
+    for k in keys:
+        seen.setdefault((k.layer, k.weight_type), set()).add(k.module)
+    return {wt for (_, wt), modules in seen.items() if len(modules) > 1}
+
+
+def _block_module(path: str, blocks: str | None, layer: int) -> str:
+    """``bert.encoder.layer.3.intermediate.dense`` -> ``intermediate.dense`` (the full path if it
+    is not inside ``<blocks>.<layer>``)."""
+    return path.removeprefix(f"{blocks}.{layer}.")
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -45,7 +69,11 @@ def summary_of(run_dir: Path) -> dict:
 
 
 def lora_factors(run_dir: Path) -> dict[Key, LoRAFactors]:
-    """The LoRA factors of every adapted weight of a run, keyed by (layer, weight type)."""
+    """The LoRA factors of every adapted weight of a run, keyed by (layer, weight type, module).
+
+    Raises:
+        RunError: not a LoRA run, or two adapted weights with the same key.
+    """
     run_dir = Path(run_dir)
     summary = summary_of(run_dir)
     if not (run_dir / CONFIG).is_file():
@@ -57,12 +85,18 @@ def lora_factors(run_dir: Path) -> dict[Key, LoRAFactors]:
         raise RunError(f"{run_dir}: no LoRA factors: method={meta.get('method')} (the analysis "
                        "needs a method=lora run)")
     tensors = read_weights(run_dir)
+    blocks = ((summary.get("config") or {}).get("model") or {}).get("blocks")
     out = {}
     for site in info["sites"]:
         part = f".{site['slice_name']}" if site["slice_name"] else ""
         a = tensors[f"{site['module']}.lora_A{part}.weight"]
         b = tensors[f"{site['module']}.lora_B{part}.weight"]
-        out[(site["layer"], site["weight_type"])] = LoRAFactors(a, b, float(info["scaling"]))
+        key = Key(site["layer"], site["weight_type"],
+                  _block_module(site["module"], blocks, site["layer"]))
+        if key in out:  # never overwrite one weight's factors with another's
+            raise RunError(f"{run_dir}: two adapted weights share the key {tuple(key)} "
+                           f"({site['module']}{part}); the analysis cannot tell them apart")
+        out[key] = LoRAFactors(a, b, float(info["scaling"]))
     return out
 
 
@@ -76,7 +110,8 @@ def pretrained_weights(run_dir: Path, keys: list[Key]) -> dict[Key, torch.Tensor
     kind = cfg.task.kind
     model = build_model(cfg.model, kind, cfg.task.num_labels, seed=cfg.seed)
     spec = ModelSpec.from_cfg(cfg.model, kind)
-    refs = {(r.layer, r.weight_type): r for r in spec.resolve(model, sorted({k[1] for k in keys}))}
+    refs = {Key(r.layer, r.weight_type, _block_module(r.module, spec.blocks, r.layer)): r
+            for r in spec.resolve(model, sorted({k.weight_type for k in keys}))}
     out = {}
     for key in keys:
         ref = refs[key]

@@ -51,7 +51,7 @@ def sweep_table(df: pd.DataFrame, by: list[str], stat: str = "median",
 
 def to_markdown(table: pd.DataFrame, by: list[str], stat: str, scale: float = 100.0) -> str:
     """Wide Markdown: a column per task × metric with ``stat [min–max] (n)`` (one run: the value
-    and (1)), then the trainable count. Values below 10 get two decimals (CIDEr, NIST)."""
+    and (1)), then the trainable count. Values below 10 get two decimals (CIDEr, nist_nltk)."""
     def num(v: float) -> str:
         return f"{v * scale:.2f}" if abs(v * scale) < 10 else f"{v * scale:.1f}"
 

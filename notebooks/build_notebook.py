@@ -39,7 +39,8 @@ CELLS = [
     ("md", "## ΔW versus W (`delta-w`, §7.3, Table 7)"),
     ("code", "dw = pd.concat([pd.read_csv(f).assign(source=f.parent.name)  # every delta-w table found\n"
              "                for f in sorted(ANALYSIS.rglob('delta_w.csv'))])\n"
-             "dw[['source', 'layer', 'weight_type', 'r', 'proj_delta', 'proj_w', 'proj_random', 'norm_w', 'norm_delta', 'amplification']]"),
+             "ids = ['layer', 'weight_type'] + (['module'] if 'module' in dw else [])  # module: a type with several (mlp)\n"
+             "dw[['source', *ids, 'r', 'proj_delta', 'proj_w', 'proj_random', 'norm_w', 'norm_delta', 'amplification']]"),
     ("code", "# The share of adapted weights for which each §7.3 claim holds (report.md calls a claim\n"
              "# holding when it is true for all of them).\n"
              "print(f'claim 1, proj_delta > proj_random: {(dw.proj_delta > dw.proj_random).mean():.0%} of weights')\n"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from analysis.__main__ import main
-from analysis.runs import lora_factors, pretrained_weights
+from analysis.runs import Key, lora_factors, pretrained_weights
 from lora_exp.trainer import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,14 +34,48 @@ def runs(tmp_path_factory, data_dir):
 
 def test_factors_and_weights_follow_the_paper_layout(runs):
     f = lora_factors(runs / "r4")
-    assert sorted(f) == [(0, "wq"), (0, "wv"), (1, "wq"), (1, "wv")]
-    assert f[(0, "wq")].A.shape == (4, 32) and f[(0, "wq")].B.shape == (32, 4)
-    w = pretrained_weights(runs / "r4", [(0, "wq")])[(0, "wq")]
+    q, v = "attention.self.query", "attention.self.value"
+    assert sorted(f) == [(0, "wq", q), (0, "wv", v), (1, "wq", q), (1, "wv", v)]
+    assert f[(0, "wq", q)].A.shape == (4, 32) and f[(0, "wq", q)].B.shape == (32, 4)
+    w = pretrained_weights(runs / "r4", [Key(0, "wq", q)])[(0, "wq", q)]
     assert w.shape == (32, 32)
     # GPT-2: the q slice of the fused Conv1D, transposed to (d_out, d_in).
     g = lora_factors(runs / "gpt2")
-    wq = pretrained_weights(runs / "gpt2", [(1, "wq")])[(1, "wq")]
-    assert g[(1, "wq")].delta_w.shape == wq.shape == (32, 32)
+    key = Key(1, "wq", "attn.c_attn")
+    assert g[key].delta_w.shape == pretrained_weights(runs / "gpt2", [key])[key].shape == (32, 32)
+
+
+@pytest.fixture(scope="module")
+def mlp_runs(tmp_path_factory, data_dir):
+    """LoRA on `mlp`, one weight type for two modules per block (intermediate.dense, output.dense)."""
+    from tests.conftest import compose
+
+    root = tmp_path_factory.mktemp("mlp_runs")
+    for name, overrides in {"r2": ["rank=2"], "r4": ["rank=4"], "r4_seed1": ["rank=4", "seed=1"]}.items():
+        run(compose(["model=tiny_bert", "trainer=smoke", "trainer.lr=1e-2", f"data_dir={data_dir}",
+                     "method.targets=[mlp]", *overrides]), root / name)
+    return root
+
+
+def test_a_weight_type_with_two_modules_keeps_both(mlp_runs, tmp_path):
+    both = [(layer, module) for layer in (0, 1) for module in ("intermediate.dense", "output.dense")]
+    f = lora_factors(mlp_runs / "r4")
+    assert sorted(f) == [(layer, "mlp", module) for layer, module in both]
+    assert f[(0, "mlp", "intermediate.dense")].delta_w.shape == (64, 32)  # d_ff × d
+    assert f[(0, "mlp", "output.dense")].delta_w.shape == (32, 64)
+    w = pretrained_weights(mlp_runs / "r4", sorted(f))
+    assert all(w[k].shape == f[k].delta_w.shape for k in f)
+
+    assert main(["report", str(mlp_runs), "--ranks", "2,4", "--out", str(tmp_path)]) == 0
+    for csv in ("subspace_r2_r4/subspace.csv", "subspace_r4_seeds/subspace.csv",
+                "delta_w_r2/delta_w.csv", "delta_w_r4/delta_w.csv"):
+        table = pd.read_csv(tmp_path / csv)
+        assert sorted(zip(table["layer"], table["module"])) == both, csv
+    for layer, module in both:
+        assert (tmp_path / "subspace_r2_r4" / f"mlp_layer{layer}_{module}_phi.png").is_file()
+        assert (tmp_path / "subspace_r2_r4" / f"mlp_layer{layer}_{module}_w_vs_delta.csv").is_file()
+    report = (tmp_path / "report.md").read_text()
+    assert "| module" in report and "intermediate.dense" in report and "output.dense" in report
 
 
 def test_subspace_writes_tables_and_heatmaps(runs, tmp_path, capsys):
@@ -62,7 +96,8 @@ def test_subspace_of_a_run_with_itself_is_one_on_the_diagonal(runs, tmp_path):
 def test_delta_w_table(runs, tmp_path):
     assert main(["delta-w", str(runs / "r2"), "--out", str(tmp_path)]) == 0
     df = pd.read_csv(tmp_path / "delta_w.csv")
-    f = lora_factors(runs / "r2")[(0, "wq")]
+    f = lora_factors(runs / "r2")[(0, "wq", "attention.self.query")]
+    assert "module" not in df  # one module per weight type: (layer, weight_type) names a weight
     row = df[(df.layer == 0) & (df.weight_type == "wq")].iloc[0]
     assert row["norm_delta"] == pytest.approx(float(torch.linalg.matrix_norm(f.delta_w)), rel=1e-9)
     assert row["amplification"] == pytest.approx(row["norm_delta"] / row["proj_delta"], rel=1e-9)
@@ -149,10 +184,25 @@ def test_sweep_all_metrics_keeps_every_metric():
 
     rows = [{"method": "lora", "task": "e2e", "split": "valid", "metric": m, "is_main": m == "BLEU",
              "best": v + seed, "status": "ok", "trainable": 10, "seed": seed}
-            for seed in (0, 1) for m, v in (("BLEU", 60.0), ("NIST", 7.0), ("CIDEr", 1.5))]
+            for seed in (0, 1) for m, v in (("BLEU", 60.0), ("nist_nltk", 7.0), ("CIDEr", 1.5))]
     df = pd.DataFrame(rows)
     assert list(sweep_table(df, ["method"], "mean")["metric"]) == ["BLEU"]
     table = sweep_table(df, ["method"], "mean", all_metrics=True)
-    assert dict(zip(table["metric"], table["value"])) == {"BLEU": 60.5, "CIDEr": 2.0, "NIST": 7.5}
+    assert dict(zip(table["metric"], table["value"])) == {"BLEU": 60.5, "CIDEr": 2.0, "nist_nltk": 7.5}
     md = to_markdown(table, ["method"], "mean", scale=1)
-    assert "60.5 [60.0–61.0] (2)" in md and "e2e valid/NIST" in md
+    assert "60.5 [60.0–61.0] (2)" in md and "e2e valid/nist_nltk" in md
+
+
+def test_collect_reads_old_runs_nist_as_nist_nltk(tmp_path):
+    """Runs made before the rename wrote nltk's NIST as "NIST"; it is collected under its new name."""
+    import json
+
+    from analysis.collect import collect
+
+    metrics = {"BLEU": 64.5, "NIST": 5.65, "step": 120}
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "task": "e2e", "method": "lora", "status": "ok",
+        "metrics": {"main_metric": "valid/BLEU", "valid": {"best": metrics, "final": metrics}}}))
+    df = collect([tmp_path])
+    assert dict(zip(df["metric"], df["best"])) == {"BLEU": 64.5, "nist_nltk": 5.65}
+    assert dict(zip(df["metric"], df["is_main"])) == {"BLEU": True, "nist_nltk": False}

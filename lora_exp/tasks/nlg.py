@@ -48,7 +48,7 @@ READERS = {"e2e": nlg_data._read_e2e, "webnlg": nlg_data._read_webnlg, "dart": n
 def _score_e2e(preds, refs, seen):
     from lora_exp.nlg_metrics import e2e_metrics
 
-    return e2e_metrics(preds, refs)  # BLEU NIST METEOR ROUGE_L CIDEr (Table 3)
+    return e2e_metrics(preds, refs)  # BLEU nist_nltk METEOR ROUGE_L CIDEr (Table 3)
 
 
 def _score_webnlg(preds, refs, seen):

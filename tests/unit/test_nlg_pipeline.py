@@ -23,7 +23,7 @@ from lora_exp.tasks import nlg
 from lora_exp.tasks.nlg_data import NLGExample
 
 RANK = 2
-E2E_KEYS = {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
+E2E_KEYS = {"BLEU", "nist_nltk", "METEOR", "ROUGE_L", "CIDEr"}
 EXAMPLES = [NLGExample("name : Alimentum | area : city centre", "Alimentum is in the city centre ."),
             NLGExample("name : Aromi | food : Chinese", "Aromi serves Chinese food .")]
 
@@ -157,7 +157,7 @@ def test_lora_keeps_the_k_slice_after_training(make_cfg, tokenizer):
 def test_lora_e2e_run_writes_predictions_and_five_metrics(make_cfg, tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path / "cache"))
     # METEOR, ROUGE-L and CIDEr run two JVMs (~12 s on a busy CPU): test_nlg_metrics checks
-    # them; here BLEU and NIST are real and the Java part returns fixed fractions.
+    # them; here BLEU and nist_nltk are real and the Java part returns fixed fractions.
     coco = {"METEOR": 0.25, "ROUGE_L": 0.5, "CIDEr": 0.75}
     monkeypatch.setattr(nlg_metrics, "_coco_scores", lambda preds, refs: coco)
     train = tmp_path / "train.txt"
