@@ -8,10 +8,17 @@ near-identity init (truncated normal, std 1e-2, zero biases): the adapted model 
 
 Where each variant goes (``block_parts`` in ``conf/model/*.yaml`` names the modules):
 
-* ``h`` AdapterH (Houlsby 2019): two per block, on the output of the attention output projection
-  (``attn_out``) and of the MLP output projection (``mlp_out``), before the residual addition.
-  L̂_Adpt = 2·L, no LayerNorm trains (L̂_LN = 0): PAPER.md §1.1's GPT-3 count 7,078,080 = 7.1M
-  and Table 2's 0.8M at r=8 both hold only without LayerNorms.
+* ``h`` AdapterH (Houlsby 2019; adapter-hub ``DoubleSeqBnConfig``): two per block, one on the
+  attention sublayer's output and one on the MLP's, each read after the sublayer's own dropout and
+  added before its residual addition and LayerNorm. With h = dropout(W_out·z), the sublayer's
+  projected and dropped-out output, and x its residual input: post-LN blocks (BERT, RoBERTa,
+  DeBERTa, MPNet) compute LN(h + A(h) + x) in place of LN(h + x); GPT-2 adds h + A(h) to x.
+  Hooked on ``attn_out_dropout`` / ``mlp_out_dropout``, the dropout module that follows the
+  output projection; a model with no such dropout (Llama) names none, and the adapter reads the
+  projection (``attn_out`` / ``mlp_out``) itself. Read before the dropout, the adapter's output
+  would be masked by that dropout as well. L̂_Adpt = 2·L, no LayerNorm trains (L̂_LN = 0):
+  PAPER.md §1.1's GPT-3 count 7,078,080 = 7.1M and Table 2's 0.8M at r=8 both hold only without
+  LayerNorms.
 * ``l`` AdapterL (Lin et al. 2020): one per block, on the block's output (after the MLP and its
   residual, i.e. after the post-LN block's last LayerNorm), with its own trainable LayerNorm in
   front: y + A(LN(y)). L̂_Adpt = L̂_LN = L; Table 3's GPT-2 L 0.88M is r=8 with that LayerNorm.
@@ -20,13 +27,15 @@ Where each variant goes (``block_parts`` in ``conf/model/*.yaml`` names the modu
   residual, and the block's own LayerNorm is applied again: LN(s + A(LN(s))). Pre-LN blocks
   (GPT-2, ``mlp_ln: null``): y + A(y) on the block's output, as adapter-hub does without a
   LayerNorm. L̂_Adpt = L, L̂_LN = 0 (Table 2's 0.8M at r=16 holds only without one).
-* ``d`` AdapterDrop (Rücklé et al. 2021): AdapterH with no adapters in the lowest
+* ``d`` AdapterDrop (Rücklé et al. 2021): AdapterH (same sites) with no adapters in the lowest
   ``method.drop_layers`` blocks: L̂_Adpt = 2·(L - drop_layers), L̂_LN = 0.
 
 Mechanism: each adapter is a new child of its block (``<blocks>.<i>.adapter_attn`` /
 ``<blocks>.<i>.adapter_mlp``, with ``down``, ``up`` and, for ``l``, ``ln``), called from a
 forward hook on the module whose output it adapts. No HF module is replaced, so every HF
-parameter keeps its name.
+parameter keeps its name. ``trainer.fast_dropout`` (applied after the method) changes the class of
+each ``nn.Dropout`` in place rather than replacing the module, so the hooks on dropout modules
+stay attached.
 """
 from __future__ import annotations
 
@@ -86,8 +95,10 @@ class BottleneckAdapter(nn.Module):
 def _sites(variant: str, parts: dict) -> list[tuple[str, str, str, bool]]:
     """(adapter name, block-relative module path, '' = the block itself; hook mode; own LN)."""
     if variant in ("h", "d"):
-        return [("adapter_attn", parts["attn_out"], "output", False),
-                ("adapter_mlp", parts["mlp_out"], "output", False)]
+        # After the sublayer's dropout when it has one, so that dropout does not mask A(h) too.
+        attn = parts.get("attn_out_dropout") or parts["attn_out"]
+        mlp = parts.get("mlp_out_dropout") or parts["mlp_out"]
+        return [("adapter_attn", attn, "output", False), ("adapter_mlp", mlp, "output", False)]
     if variant == "l":
         return [("adapter_mlp", "", "output", True)]
     if parts.get("mlp_ln"):  # p on a post-LN block

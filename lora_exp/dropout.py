@@ -164,18 +164,20 @@ AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
 def use_fast_dropout(model: nn.Module) -> dict[str, int | bool]:
-    """Swap every ``nn.Dropout`` of ``model`` for :class:`Dropout` and, when the model attends
+    """Make every ``nn.Dropout`` of ``model`` a :class:`Dropout` and, when the model attends
     through HF's ``sdpa``, route its attention through :func:`attention`.
 
     Call after the method is applied, so that the method's own dropout (e.g. LoRA's) is swapped
-    too. Returns how many modules were swapped and whether attention was rerouted.
+    too. Each module's class is changed in place, not the module replaced: it keeps its identity,
+    ``p``, mode and hooks, so a method that hooks a dropout module (AdapterH reads the sublayer's
+    output after its dropout, baselines/adapters.py) keeps working. Returns how many modules were
+    swapped and whether attention was rerouted.
     """
     swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Dropout:  # exactly nn.Dropout: subclasses may do more
-                setattr(parent, name, Dropout(child.p, child.inplace))
-                swapped += 1
+    for module in model.modules():
+        if type(module) is nn.Dropout:  # exactly nn.Dropout: subclasses may do more
+            module.__class__ = Dropout  # a subclass that adds no state: only forward differs
+            swapped += 1
     rerouted = False
     config = getattr(model, "config", None)
     if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(model, "set_attn_implementation"):

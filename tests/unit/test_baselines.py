@@ -28,16 +28,7 @@ SETTINGS = [
     ("lora", "lora", []),
 ]
 IDS = [s[0] for s in SETTINGS]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on shared cores a second thread makes each
-    # forward ~100x slower (conftest sets 2 for the whole session); restored after each test.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/unit/conftest.py
 
 
 def _build(make_cfg, model_name, method, overrides):
@@ -155,17 +146,18 @@ def test_adapters_keep_hf_parameter_names(make_cfg, variant):
 
 
 def test_adapter_sites(make_cfg):
-    """AdapterH: 2 per block after the output projections; AdapterD drops the lowest blocks;
-    AdapterL on the block output with a LayerNorm; AdapterP around BERT's post-MLP LayerNorm
-    and on GPT-2's block output (pre-LN)."""
+    """AdapterH: 2 per block after the output projections' dropouts; AdapterD drops the lowest
+    blocks; AdapterL on the block output with a LayerNorm; AdapterP around BERT's post-MLP
+    LayerNorm and on GPT-2's block output (pre-LN)."""
     info = lambda name, *ov: _build(make_cfg, name, "adapter", list(ov))[4].info
     h = info("tiny_bert", "method.variant=h")
     assert [(s["layer"], s["after"]) for s in h["adapters"]] == [
-        (0, "attention.output.dense"), (0, "output.dense"),
-        (1, "attention.output.dense"), (1, "output.dense")]
+        (0, "attention.output.dropout"), (0, "output.dropout"),
+        (1, "attention.output.dropout"), (1, "output.dropout")]
     assert h["nonlinearity"] == "swish" and (h["L_adpt"], h["L_ln"]) == (4, 0)
     d = info("tiny_gpt2", "method.variant=d", "method.drop_layers=1")
-    assert [(s["layer"], s["after"]) for s in d["adapters"]] == [(1, "attn.c_proj"), (1, "mlp.c_proj")]
+    assert [(s["layer"], s["after"]) for s in d["adapters"]] == [(1, "attn.resid_dropout"),
+                                                                 (1, "mlp.dropout")]
     lin = info("tiny_gpt2", "method.variant=l")
     assert [s["after"] for s in lin["adapters"]] == ["<block output>"] * 2 and lin["L_ln"] == 2
     assert info("tiny_bert", "method.variant=p")["adapters"][0]["mode"] == "post_ln"
