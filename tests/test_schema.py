@@ -29,6 +29,14 @@ def _names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def test_schema_names_every_shipped_key(make_cfg):
+    """A key added to conf/config.yaml, the trainer or a logger needs its line in the schema."""
+    cfg = make_cfg([])
+    assert set(cfg) == set(schema.TOP_LEVEL) and set(cfg.trainer) == set(schema.TRAINER)
+    for name in _names("logger"):
+        assert set(make_cfg([f"logger={name}"]).logger) == set(schema.LOGGER[name]), name
+
+
 def test_schema_names_every_registered_method(make_cfg):
     assert set(schema.METHODS) == set(METHODS)
     for name in _names("method"):
