@@ -5,6 +5,8 @@
 - ``hub``: ``from_pretrained(hub_id)``; needs the network or a warm HF cache.
 - ``random``: built from ``architecture`` with random weights (tiny test models).
 A dry run builds any of them from ``architecture`` on the meta device: no download, no memory.
+``model.hf_config`` (optional): attributes set on the HF config of any of them, e.g. DeBERTa-v2's
+``cls_dropout`` (the classifier's dropout, paper Table 10).
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ def _task_kwargs(task_kind: str, num_labels: int) -> dict:
     return kw
 
 
+def _hf_config(model_cfg) -> dict:
+    extra = model_cfg.get("hf_config")
+    return OmegaConf.to_container(extra, resolve=True) if extra else {}
+
+
 def weights_location(model_cfg) -> str:
     """A local folder (embedded) or a hub id, for ``from_pretrained``."""
     if model_cfg.source == "embedded":
@@ -45,7 +52,8 @@ def weights_location(model_cfg) -> str:
 def architecture_config(model_cfg, task_kind: str, num_labels: int):
     """An HF config built from ``model.architecture`` alone (no download)."""
     arch = OmegaConf.to_container(model_cfg.architecture, resolve=True)
-    cfg = AutoConfig.for_model(model_cfg.family, **arch, **_task_kwargs(task_kind, num_labels))
+    cfg = AutoConfig.for_model(model_cfg.family, **{**arch, **_hf_config(model_cfg)},
+                               **_task_kwargs(task_kind, num_labels))
     if cfg.pad_token_id is None:
         cfg.pad_token_id = 0  # sequence classification on decoders needs one
     return cfg
@@ -69,12 +77,16 @@ def build_model(model_cfg, task_kind: str, num_labels: int, *, skeleton: bool = 
         torch.manual_seed(seed)
         return auto.from_config(config)
     location = weights_location(model_cfg)
-    kwargs = dict(_task_kwargs(task_kind, num_labels),
-                  trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+    load = {"trust_remote_code": bool(model_cfg.get("trust_remote_code", False))}
     if model_cfg.source == "embedded":
-        kwargs["local_files_only"] = True
+        load["local_files_only"] = True
+    settings = _task_kwargs(task_kind, num_labels)  # the head's size and kind
+    if _hf_config(model_cfg):  # from_pretrained refuses attributes its config lacks: set them
+        config = AutoConfig.from_pretrained(location, **load, **settings)
+        config.update(_hf_config(model_cfg))
+        settings = {"config": config}
     torch.manual_seed(seed)  # the new task head is initialised from the run's seed
-    model = auto.from_pretrained(location, **kwargs)
+    model = auto.from_pretrained(location, **load, **settings)
     if task_kind != "lm" and model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
