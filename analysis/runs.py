@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lora_exp.checkpoint import CONFIG, read_weights
+from lora_exp.export import CONFIG, read_weights
 
 
 class RunError(ValueError):

@@ -290,7 +290,7 @@ def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:
     full safetensors checkpoint of the same model, with the trainable fraction."""
     from safetensors.torch import save_file
 
-    from lora_exp import checkpoint
+    from lora_exp import export
     from lora_exp.lora import base_state_dict
 
     cfg = compose([f"model={model}", "method=lora", "rank=8", "task=sst2"])
@@ -299,11 +299,11 @@ def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:
     base_total = sum(p.numel() for p in net.parameters())
     result = apply_method(net, spec, cfg.method)
     lora_dir, full = out / "lora_ckpt", out / "full_ckpt" / "model.safetensors"
-    checkpoint.save_trained(net, result.trainable, lora_dir, {"model": model, "method": "lora"},
-                            result, [], "cls", cfg.model.get("hub_id") or model)
+    export.save_trained(net, result.trainable, lora_dir, {"model": model, "method": "lora"},
+                        result, [], "cls", cfg.model.get("hub_id") or model)
     full.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in base_state_dict(net).items()}, str(full))
-    lora_bytes = (lora_dir / checkpoint.WEIGHTS).stat().st_size
+    lora_bytes = (lora_dir / export.WEIGHTS).stat().st_size
     trainable = sum(p.numel() for n, p in net.named_parameters() if n in set(result.trainable))
     return {"lora_bytes": lora_bytes, "full_bytes": full.stat().st_size,
             "trainable": trainable, "total": base_total}

@@ -59,7 +59,7 @@ class ModelSpec:
         blocks: dotted path of the ``nn.ModuleList`` of transformer blocks (in the task model).
         targets: weight type -> list of {module, slice, of, fan_in_fan_out} entries (block-relative).
         head: dotted paths of the task head modules (trained by every method, counted apart).
-        kind: "encoder" or "decoder".
+        stack: "encoder" (bidirectional attention) or "decoder" (causal).
     """
 
     name: str
@@ -68,7 +68,7 @@ class ModelSpec:
     blocks: str
     targets: dict[str, list[dict]]
     head: list[str] = field(default_factory=list)
-    kind: str = "encoder"
+    stack: str = "encoder"
     block_parts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -86,7 +86,7 @@ class ModelSpec:
             blocks=model_cfg.blocks,
             targets=targets,
             head=list(heads.get(task_kind, []) or []),
-            kind=model_cfg.kind,
+            stack=model_cfg.stack,
             block_parts=dict(model_cfg.get("block_parts", {}) or {}),
         )
 

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from lora_exp import checkpoint, dist, resume
+from lora_exp import dist, export, resume
 from lora_exp.data import LengthGroupedBatches, collate
 from lora_exp.efficiency import prepare_for_training
 from lora_exp.errors import ConfigError
@@ -33,6 +33,7 @@ from lora_exp.params import count_params, set_trainable
 from lora_exp.resume import TrainState
 from lora_exp.runlog import Tracker, git_sha, write_json
 from lora_exp.runtime import pick_device, pick_precision, quiet_libraries, seed_everything
+from lora_exp.schema import method_identity
 from lora_exp.selection import summarize
 from lora_exp.spec import ModelSpec
 from lora_exp.tasks.registry import task_family
@@ -74,8 +75,8 @@ def adapt(cfg, family) -> Adapted:
     log.info("%s · method=%s · trainable %s (+ head %s) of %s", describe(cfg.model), cfg.method.name,
              f"{params['trainable']:,}", f"{params['head']:,}", f"{params['total']:,}")
     if cfg.init_from is not None:
-        loaded = checkpoint.load_trained(model, Path(str(cfg.init_from)), expected=result.trainable,
-                                         optional=head)
+        loaded = export.load_trained(model, Path(str(cfg.init_from)), expected=result.trainable,
+                                     optional=head)
         log.info("loaded trained parameters from %s%s", cfg.init_from,
                  f" (new head: {loaded['skipped']} differ in shape)" if loaded["skipped"] else "")
     return Adapted(model, spec, result, head, trained, params)
@@ -93,10 +94,10 @@ def read_data(family, task, data_dir: str | None, tokenizer, tcfg, eval_only: bo
 def save_trained(cfg, run: Adapted, out_dir: Path) -> None:
     """``adapter_model.safetensors`` + ``adapter_config.json``: the trained parameters only."""
     task = cfg.task
-    meta = {"model": cfg.model.name, "method": cfg.method.name, "task": task.name,
+    meta = {"model": cfg.model.name, "method": method_identity(cfg.method), "task": task.name,
             "task_kind": task.kind, "num_labels": task.num_labels}
-    checkpoint.save_trained(run.model, run.trained, out_dir, meta, run.result, run.spec.head,
-                            task.kind, cfg.model.get("hub_id") or cfg.model.name)
+    export.save_trained(run.model, run.trained, out_dir, meta, run.result, run.spec.head,
+                        task.kind, cfg.model.get("hub_id") or cfg.model.name)
 
 
 def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg) -> float:

@@ -61,7 +61,7 @@ def validate(cfg) -> None:
 def _check_init_from(cfg) -> None:
     """The run to start from exists, is safetensors, and was trained with this model and method
     (the same :func:`~lora_exp.schema.method_identity`: an AdapterH run cannot start AdapterP)."""
-    from lora_exp.checkpoint import CONFIG, WEIGHTS, read_config
+    from lora_exp.export import CONFIG, WEIGHTS, read_config
 
     run_dir = Path(str(cfg.init_from))
     valid = f"a run directory holding {WEIGHTS} + {CONFIG}"

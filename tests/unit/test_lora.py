@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lora_exp import checkpoint
+from lora_exp import export
 from lora_exp.lora import (LoRAFusedLinear, LoRALinear, base_state_dict, lora_modules,
                            merge_lora, unmerge_lora)
 from lora_exp.methods import apply_method
@@ -132,8 +132,8 @@ def test_unknown_and_partial_targets_fail(make_cfg):
 
 def _save_run(model, spec, result, run_dir, cfg):
     head = list(spec.head_parameters(model))
-    checkpoint.save_trained(model, result.trainable + head, run_dir, {"model": cfg.model.name},
-                            result, spec.head, "cls", cfg.model.name)
+    export.save_trained(model, result.trainable + head, run_dir, {"model": cfg.model.name},
+                        result, spec.head, "cls", cfg.model.name)
 
 
 def test_peft_loads_a_lora_exp_run(make_cfg, tmp_path):
@@ -165,7 +165,7 @@ def test_task_switching_swaps_adapters_on_one_base(make_cfg, tmp_path):
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if n not in result.trainable
               and n not in spec.head_parameters(model)}
     for seed in (3, 4, 3):
-        checkpoint.load_trained(model, tmp_path / f"run{seed}", expected=result.trainable)
+        export.load_trained(model, tmp_path / f"run{seed}", expected=result.trainable)
         assert torch.equal(model(**x).logits, outs[seed])
     for n, p in model.named_parameters():  # the one base model in memory never changed
         if n in frozen:

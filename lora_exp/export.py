@@ -1,4 +1,4 @@
-"""Save and load the trained parameters of a run: ``adapter_model.safetensors`` + ``adapter_config.json``.
+"""What a run exports: its trained parameters, ``adapter_model.safetensors`` + ``adapter_config.json``.
 
 Only what a method trained is written (LoRA's A and B plus the task head, ~0.3M numbers for
 RoBERTa-base instead of 125M), as safetensors (never pickle). Keys are the model's parameter
