@@ -221,7 +221,7 @@ def insert_special_tokens(model: nn.Module, spec: ModelSpec, cfg, n_sets: int) -
     low = min(1000, emb.num_embeddings - 1)
     ids = torch.randint(low, emb.num_embeddings, (l_p + l_i,))
     pad = config.pad_token_id
-    tokens = SpecialTokens(l_p, l_i, n_sets, prefix_at=1 if spec.kind == "encoder" else 0,
+    tokens = SpecialTokens(l_p, l_i, n_sets, prefix_at=1 if spec.stack == "encoder" else 0,
                            placeholder_id=1 if pad == 0 else 0, limit=limit,
                            init=emb.weight[ids.to(emb.weight.device)])
     model.add_module("special_tokens", tokens)
@@ -233,7 +233,7 @@ def insert_special_tokens(model: nn.Module, spec: ModelSpec, cfg, n_sets: int) -
 def _info(tokens: SpecialTokens, spec: ModelSpec) -> dict:
     return {"l_p": tokens.l_p, "l_i": tokens.l_i, "sets": tokens.vectors.shape[0],
             "prefix_at": tokens.prefix_at, "infix_at": "after the last real token, or prompt_len",
-            "kind": spec.kind}
+            "stack": spec.stack}
 
 
 def apply_prefix_embed(model: nn.Module, spec: ModelSpec, cfg) -> MethodResult:

@@ -24,6 +24,16 @@ def budget_rank(targets, budget: int) -> int:
     return budget // n
 
 
-for _name, _fn in {"default_data_dir": default_data_dir, "budget_rank": budget_rank}.items():
+def lookup(key, table: dict, _node_):
+    """``table[key]``: ``epochs: ${lookup:${task.name},{mnli: 10, sst2: 5}}`` writes a per-task
+    value inline in an experiment file, with no helper key in the run config."""
+    if key not in table:
+        raise ConfigError(_node_._get_full_key(None), key, sorted(table),
+                          "the table in the experiment file has no entry for it")
+    return table[key]
+
+
+for _name, _fn in {"default_data_dir": default_data_dir, "budget_rank": budget_rank,
+                   "lookup": lookup}.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

@@ -5,6 +5,8 @@
 - ``hub``: ``from_pretrained(hub_id)``; needs the network or a warm HF cache.
 - ``random``: built from ``architecture`` with random weights (tiny test models).
 A dry run builds any of them from ``architecture`` on the meta device: no download, no memory.
+``model.hf_config`` (optional): attributes set on the HF config of any of them, e.g. DeBERTa-v2's
+``cls_dropout`` (the classifier's dropout, paper Table 10).
 """
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ def _task_kwargs(task_kind: str, num_labels: int) -> dict:
     return kw
 
 
+def _hf_config(model_cfg) -> dict:
+    extra = model_cfg.get("hf_config")
+    return OmegaConf.to_container(extra, resolve=True) if extra else {}
+
+
 def weights_location(model_cfg) -> str:
     """A local folder (embedded) or a hub id, for ``from_pretrained``."""
     if model_cfg.source == "embedded":
@@ -62,7 +69,8 @@ def weights_location(model_cfg) -> str:
 def architecture_config(model_cfg, task_kind: str, num_labels: int):
     """An HF config built from ``model.architecture`` alone (no download)."""
     arch = OmegaConf.to_container(model_cfg.architecture, resolve=True)
-    cfg = AutoConfig.for_model(model_cfg.family, **arch, **_task_kwargs(task_kind, num_labels))
+    cfg = AutoConfig.for_model(model_cfg.family, **{**arch, **_hf_config(model_cfg)},
+                               **_task_kwargs(task_kind, num_labels))
     _set_dropout(cfg, model_cfg)
     if cfg.pad_token_id is None:
         cfg.pad_token_id = 0  # sequence classification on decoders needs one
@@ -111,6 +119,7 @@ def build_model(model_cfg, task_kind: str, num_labels: int, *, skeleton: bool = 
                                             trust_remote_code=remote, **_task_kwargs(task_kind, num_labels))
     except OSError as e:  # no network (or no such repository) and nothing cached
         raise offline_error(model_cfg, e) from None
+    config.update(_hf_config(model_cfg))  # attributes from_pretrained would refuse as kwargs
     _set_dropout(config, model_cfg)
     torch.manual_seed(seed)  # the new task head is initialised from the run's seed
     # fp32 always: a checkpoint stored in fp16/bf16 would otherwise put W0, the trained

@@ -15,6 +15,29 @@ from lora_exp.errors import ConfigError
 WEIGHT_TYPES = ("wq", "wk", "wv", "wo", "mlp")
 
 
+def check_targets(targets, defined, model_name: str) -> list[str]:
+    """``method.targets`` as a list, if it is a non-empty list of distinct weight types that the
+    model defines (``defined``: the keys of ``model.targets``).
+
+    Raises:
+        ConfigError: not a list, empty, a type listed twice, or a type the model does not define.
+    """
+    valid = sorted(defined)
+    if isinstance(targets, str) or not hasattr(targets, "__iter__"):
+        raise ConfigError("method.targets", targets, valid, "not a list of weight types")
+    targets = list(targets)
+    if not targets:
+        raise ConfigError("method.targets", targets, valid, "empty")
+    if len(set(targets)) != len(targets):
+        raise ConfigError("method.targets", targets, valid, "a weight type is listed twice")
+    for t in targets:
+        if t not in defined:
+            known = "a paper weight type, but" if t in WEIGHT_TYPES else "not a weight type;"
+            raise ConfigError("method.targets", t, valid,
+                              f"{known} not defined by model {model_name}")
+    return targets
+
+
 @dataclass(frozen=True)
 class TargetRef:
     """One weight type resolved in one block."""
@@ -36,7 +59,7 @@ class ModelSpec:
         blocks: dotted path of the ``nn.ModuleList`` of transformer blocks (in the task model).
         targets: weight type -> list of {module, slice, of, fan_in_fan_out} entries (block-relative).
         head: dotted paths of the task head modules (trained by every method, counted apart).
-        kind: "encoder" or "decoder".
+        stack: "encoder" (bidirectional attention) or "decoder" (causal).
     """
 
     name: str
@@ -45,7 +68,7 @@ class ModelSpec:
     blocks: str
     targets: dict[str, list[dict]]
     head: list[str] = field(default_factory=list)
-    kind: str = "encoder"
+    stack: str = "encoder"
     block_parts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -63,7 +86,7 @@ class ModelSpec:
             blocks=model_cfg.blocks,
             targets=targets,
             head=list(heads.get(task_kind, []) or []),
-            kind=model_cfg.kind,
+            stack=model_cfg.stack,
             block_parts=dict(model_cfg.get("block_parts", {}) or {}),
         )
 
@@ -78,18 +101,11 @@ class ModelSpec:
         """Every (block, weight type) the list names, checked against the live model.
 
         Raises:
-            ConfigError: a weight type this model does not define.
+            ConfigError: the list breaks :func:`check_targets`, the rule the config check
+                applies (here again for methods applied outside the trainer).
             RuntimeError: a target module missing from some or all blocks (lists what exists).
         """
-        weight_types = list(weight_types)
-        if not weight_types:
-            raise ConfigError("method.targets", weight_types, sorted(self.targets), "empty")
-        for wt in weight_types:
-            if wt not in self.targets:
-                raise ConfigError("method.targets", wt, sorted(self.targets),
-                                  f"not a weight type of model {self.name}")
-        if len(set(weight_types)) != len(weight_types):
-            raise ConfigError("method.targets", weight_types, sorted(self.targets), "duplicates")
+        weight_types = check_targets(weight_types, self.targets, self.name)
         blocks = self.block_modules(model)
         refs, missing = [], {}
         for i, block in enumerate(blocks):

@@ -32,6 +32,7 @@ from lora_exp.optim import StepPlan, clip_and_step, lr_lambda, make_optimizer
 from lora_exp.params import count_params, set_trainable
 from lora_exp.runlog import Tracker, git_sha, write_json
 from lora_exp.runtime import pick_device, pick_precision, quiet_libraries, seed_everything
+from lora_exp.schema import method_identity
 from lora_exp.selection import protocol, selecting_key, summarize
 from lora_exp.spec import ModelSpec
 from lora_exp.tasks.registry import task_family
@@ -83,7 +84,7 @@ def adapt(cfg, family) -> Adapted:
 def save_trained(cfg, run: Adapted, out_dir: Path) -> None:
     """``adapter_model.safetensors`` + ``adapter_config.json``: the trained parameters only."""
     task = cfg.task
-    meta = {"model": cfg.model.name, "method": cfg.method.name, "task": task.name,
+    meta = {"model": cfg.model.name, "method": method_identity(cfg.method), "task": task.name,
             "task_kind": task.kind, "num_labels": task.num_labels}
     export.save_trained(run.model, run.trained, out_dir, meta, run.result, run.spec.head,
                         task.kind, cfg.model.get("hub_id") or cfg.model.name)

@@ -1,39 +1,33 @@
 """Check a composed config before any work starts (no model load, no data read).
 
 Every failure is a :class:`ConfigError` naming the key, the value and what would be valid.
-Checks that need the live model (a target module missing from some blocks, rank > min(d, k))
-run when the method is applied, still before the first training step.
+First the config's shape (:func:`lora_exp.schema.check`: no key that the top level, the
+trainer, the logger or the method does not have), then the values. Checks that need the live model (a target module
+missing from some blocks, rank > min(d, k)) run when the method is applied, still before the
+first training step.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from lora_exp import schema
 from lora_exp.checks import check_bool, check_choice, check_int, check_positive
 from lora_exp.errors import ConfigError
-from lora_exp.export import CHECKPOINTS, trained_dir
+from lora_exp.export import CHECKPOINTS, CONFIG, WEIGHTS, read_config, trained_dir
 from lora_exp.selection import HELDOUT, SELECTIONS
-from lora_exp.spec import WEIGHT_TYPES
+from lora_exp.spec import check_targets
 
 
 def validate(cfg) -> None:
-    """Raise ConfigError for the first bad value found in ``cfg``."""
+    """Raise ConfigError for the first unknown key or bad value found in ``cfg``."""
+    schema.check(cfg)
     check_int("seed", cfg.seed, 0)
     arch = cfg.model.architecture
     d_model = int(arch.hidden_size)
     check_int("rank", cfg.rank, 1, d_model)  # r <= min(d, k) for the d×d attention weights
     m = cfg.method
     if "targets" in m:
-        valid = sorted(cfg.model.targets)
-        targets = list(m.targets) if not isinstance(m.targets, str) else [m.targets]
-        if not targets:
-            raise ConfigError("method.targets", targets, valid, "empty")
-        if len(set(targets)) != len(targets):
-            raise ConfigError("method.targets", targets, valid, "a weight type is listed twice")
-        for t in targets:
-            if t not in cfg.model.targets:
-                known = "a paper weight type, but" if t in WEIGHT_TYPES else "not a weight type;"
-                raise ConfigError("method.targets", t, valid, f"{known} not defined by model "
-                                  f"{cfg.model.name}")
+        check_targets(m.targets, cfg.model.targets, cfg.model.name)
     if "alpha" in m:
         check_positive("method.alpha", m.alpha)
     if "dropout" in m and not (isinstance(m.dropout, (int, float)) and 0 <= m.dropout < 1):
@@ -68,18 +62,27 @@ def validate(cfg) -> None:
 
 
 def _check_init_from(cfg) -> None:
-    """The run to start from exists, is safetensors, and was trained with this model and method."""
-    from lora_exp.export import CONFIG, WEIGHTS, read_config
-
+    """The run to start from exists, is safetensors, and was trained with this model and method
+    (the same :func:`~lora_exp.schema.method_identity`: an AdapterH run cannot start AdapterP)."""
     run_dir = Path(str(cfg.init_from))
     valid = f"a run directory holding {WEIGHTS} + {CONFIG}"
     if not run_dir.is_dir():
         raise ConfigError("init_from", cfg.init_from, valid, "no such directory")
     meta = read_config(run_dir).get("lora_exp", {})
-    for key, want in (("model", cfg.model.name), ("method", cfg.method.name)):
-        if meta.get(key) != want:
+    saved = {"model": meta.get("model"), "method": _saved_identity(meta)}
+    for key, want in (("model", cfg.model.name), ("method", schema.method_identity(cfg.method))):
+        if saved[key] != want:
             raise ConfigError("init_from", cfg.init_from, f"a run of {key}={want}",
-                              f"it was trained with {key}={meta.get(key)}")
+                              f"it was trained with {key}={saved[key]}")
+
+
+def _saved_identity(meta: dict) -> str | None:
+    """The method identity a run saved. Runs whose meta names the method only ("adapter") still
+    say which variant they trained in their method info."""
+    method, variant = meta.get("method"), (meta.get("method_info") or {}).get("variant")
+    if method == "adapter" and variant:
+        return schema.method_identity({"name": method, "variant": variant})
+    return method
 
 
 def _check_protocol(cfg) -> None:
