@@ -154,8 +154,9 @@ def test_init_from_pickle_is_refused(make_cfg, tmp_path, data_dir, trained_runs)
     """A pickle where the safetensors file should be is never unpickled."""
     fake = tmp_path / "fake_run"
     shutil.copytree(trained_runs["bert_lora"], fake)
-    with open(fake / "adapter_model.safetensors", "wb") as f:
-        pickle.dump({"x": torch.zeros(2)}, f)
+    for weights in fake.rglob("adapter_model.safetensors"):  # the final and the best parameters
+        with open(weights, "wb") as f:
+            pickle.dump({"x": torch.zeros(2)}, f)
     _expect_failure(make_cfg, tmp_path / "run", [f"init_from={fake}"],
                     ["not a safetensors file", "pickled checkpoints are refused"], data_dir)
 
