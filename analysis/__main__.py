@@ -6,6 +6,7 @@ Commands (each takes ``--out DIR``):
                           the Gaussian baseline, and W vs ΔW directions (Fig. 8)
   delta-w RUN             Table 7: ‖U^⊤ W V^⊤‖_F for U, V from ΔW, W and random; amplification
   sweep OUTPUTS... --by method|rank,targets   median/mean over seeds per group, table + plot
+                          (runs of one protocol only, unless --mix-protocols)
   report OUTPUTS...       subspace + delta-w on the r=8 / r=64 runs, claims checked, report.md
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ def cmd_collect(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out)
     print(sweeps.write_sweep(args.outputs, out, args.by.split(","), args.stat,
-                             all_metrics=args.all_metrics, scale=args.scale))
+                             all_metrics=args.all_metrics, scale=args.scale,
+                             mix_protocols=args.mix_protocols))
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.md'}, {out / 'sweep.png'} and runs.* in {out}")
 
 
@@ -82,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--scale", type=float, default=100.0,
                    help="multiply values by this in the Markdown (100: GLUE fractions as %%; "
                         "1: NLG metrics, already on the paper's scale)")
+    w.add_argument("--mix-protocols", action="store_true",
+                   help="pool runs made under different protocols (selection, eval_every, weight "
+                        "decay ...; runs.csv has each run's); refused by default")
     w.set_defaults(func=cmd_sweep)
     r = sub.add_parser("report", help="the §7 analyses of r=8 / r=64 runs next to the paper's numbers")
     r.add_argument("outputs", nargs="+")

@@ -1,4 +1,6 @@
 """`python -m analysis ...` on real run directories (tiny models, a few steps each)."""
+import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +16,26 @@ from lora_exp.trainer import run
 REPO = Path(__file__).resolve().parent.parent
 
 
+def make_runs(root: Path, specs: dict[str, list[str]], data_dir: Path, *common: str) -> Path:
+    """A smoke run per name under ``root``, with ``common`` then its own overrides (tiny_bert
+    unless they name a model)."""
+    from tests.conftest import compose
+
+    for name, overrides in specs.items():
+        model = [] if any(o.startswith("model=") for o in overrides) else ["model=tiny_bert"]
+        run(compose([*model, "trainer=smoke", "trainer.lr=1e-2", f"data_dir={data_dir}", *common,
+                     *overrides]), root / name)
+    return root
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_dir):
     from tests.conftest import compose
 
     root = tmp_path_factory.mktemp("analysis_runs")
-    specs = {"r2": ["rank=2"], "r4": ["rank=4"], "r4_seed1": ["rank=4", "seed=1"],
-             "wk_only": ["method.targets=[wk]"], "full_ft": ["method=full_ft"],
-             "gpt2": ["model=tiny_gpt2", "rank=2"]}
-    for name, overrides in specs.items():
-        model = [] if any(o.startswith("model=") for o in overrides) else ["model=tiny_bert"]
-        run(compose([*model, "trainer=smoke", "trainer.lr=1e-2", f"data_dir={data_dir}", *overrides]),
-            root / "sweep" / name)
+    make_runs(root / "sweep", {"r2": ["rank=2"], "r4": ["rank=4"], "r4_seed1": ["rank=4", "seed=1"],
+                               "wk_only": ["method.targets=[wk]"], "full_ft": ["method=full_ft"],
+                               "gpt2": ["model=tiny_gpt2", "rank=2"]}, data_dir)
     failed = root / "sweep" / "failed"
     with pytest.raises(Exception):
         run(compose(["model=tiny_bert", "trainer=smoke", "rank=999", f"data_dir={data_dir}"]), failed)
@@ -48,13 +58,19 @@ def test_factors_and_weights_follow_the_paper_layout(runs):
 @pytest.fixture(scope="module")
 def mlp_runs(tmp_path_factory, data_dir):
     """LoRA on `mlp`, one weight type for two modules per block (intermediate.dense, output.dense)."""
-    from tests.conftest import compose
+    return make_runs(tmp_path_factory.mktemp("mlp_runs"), {
+        "r2": ["rank=2"], "r4": ["rank=4"], "r4_seed1": ["rank=4", "seed=1"]}, data_dir,
+        "method.targets=[mlp]")
 
-    root = tmp_path_factory.mktemp("mlp_runs")
-    for name, overrides in {"r2": ["rank=2"], "r4": ["rank=4"], "r4_seed1": ["rank=4", "seed=1"]}.items():
-        run(compose(["model=tiny_bert", "trainer=smoke", "trainer.lr=1e-2", f"data_dir={data_dir}",
-                     "method.targets=[mlp]", *overrides]), root / name)
-    return root
+
+@pytest.fixture(scope="module")
+def protocol_runs(tmp_path_factory, data_dir):
+    """Runs that differ from `runs` in their protocol: selected on a held-out slice of train (two
+    seeds, two evaluations each), or evaluated every 2 against every 4 steps."""
+    heldout = ["trainer.selection=heldout", "trainer.heldout_size=16", "trainer.eval_every=2"]
+    return make_runs(tmp_path_factory.mktemp("protocol_runs"), {
+        "heldout/s0": heldout, "heldout/s1": [*heldout, "seed=1"],
+        "every2": ["trainer.eval_every=2"], "every4": ["trainer.eval_every=4"]}, data_dir)
 
 
 def test_a_weight_type_with_two_modules_keeps_both(mlp_runs, tmp_path):
@@ -145,7 +161,81 @@ def test_sweep_table_and_plot(runs, tmp_path):
     table = pd.read_csv(tmp_path / "sweep.csv")
     r4 = table[(table["rank"] == 4) & (table["targets"] == "wq,wv")].iloc[0]
     assert r4["n"] == 2 and r4["min"] <= r4["value"] <= r4["max"]  # seeds 0 and 1
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "[" in (tmp_path / "sweep.md").read_text()
+    md = (tmp_path / "sweep.md").read_text()
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "[" in md
+    assert md.startswith("Protocol of the 6 pooled runs: selection paper · selected_on dev/accuracy "
+                         "· eval_every 500 · evaluations 1 · init_from null · init_checkpoint null ·")
+    assert "Differs between them" not in md and "heldout |" not in md  # one protocol, one figure
+    assert (table["selection"] == "paper").all() and table["heldout_size"].isna().all()
+
+
+def test_collect_writes_the_protocol_and_the_heldout_figure(runs, protocol_runs, tmp_path):
+    held_dir = protocol_runs / "heldout" / "s0"
+    assert main(["collect", str(held_dir), str(runs / "r2"), "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "runs.csv").set_index("selection")
+    held, paper = df.loc["heldout"], df.loc["paper"]
+    chosen = json.loads((held_dir / "summary.json").read_text())["metrics"]["dev"]["heldout"]
+    assert (held["heldout"], held["heldout_step"]) == (chosen["accuracy"], chosen["step"])
+    counts = ["evaluations", "heldout_size", "nan_evaluations"]
+    assert held[["selected_on", "eval_every", *counts]].tolist() == ["heldout/accuracy", 2, 2, 16, 0]
+    assert paper[["selected_on", "eval_every", "evaluations", "nan_evaluations"]].tolist() \
+        == ["dev/accuracy", 500, 1, 0]
+    assert paper[["heldout", "heldout_step", "heldout_size"]].isna().all()
+    for row in (held, paper):
+        assert row["model_dropout"] == 0.1 and row["weight_decay"] == 0.01
+        assert row["no_decay"] == "biases and normalisation weights"
+        assert pd.isna(row["init_from"]) and pd.isna(row["init_checkpoint"])
+
+
+def test_collect_reads_older_runs_protocol_from_their_config(runs, tmp_path):
+    """A run made before summary.json recorded its protocol, and before the keys it adds."""
+    from analysis.collect import collect
+
+    s = json.loads((runs / "r2" / "summary.json").read_text())
+    del s["protocol"], s["config"]["init_checkpoint"]
+    for key in ("selection", "heldout_size", "no_decay"):
+        del s["config"]["trainer"][key]
+    s["config"]["init_from"] = "outputs/mnli"
+    (tmp_path / "summary.json").write_text(json.dumps(s))
+    row = collect([tmp_path]).iloc[0]
+    assert row[["selection", "selected_on", "eval_every", "evaluations", "weight_decay", "no_decay",
+                "init_from", "init_checkpoint"]].tolist() \
+        == ["paper", "dev/accuracy", "500", 1, 0.01, "none", "outputs/mnli", "final"]
+    assert row[["model_dropout", "nan_evaluations", "heldout", "heldout_size"]].isna().all()
+
+
+@pytest.mark.parametrize("pair,key,values", [
+    (("every2", "every4"), "eval_every", "2, 4"),
+    (("every2", "heldout/s0"), "selection", "paper, heldout"),
+])
+def test_sweep_pools_runs_of_one_protocol_only(protocol_runs, tmp_path, capsys, pair, key,
+                                               values):
+    dirs = [str(protocol_runs / name) for name in pair]
+    assert main(["sweep", *dirs, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: runs differ in protocol key {key}: {values}; "
+                                       "pass --mix-protocols to pool them anyway\n")
+    assert not (tmp_path / "sweep.md").exists()
+    assert main(["sweep", *dirs, "--mix-protocols", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "sweep.md").read_text()
+    differ = md.splitlines()[1]
+    assert differ.startswith("Differs between them: ") and f"{key} ({values})" in differ
+    assert "] (2)" in md  # both runs in one cell
+
+
+def test_a_heldout_sweep_shows_both_figures(protocol_runs, tmp_path):
+    assert main(["sweep", str(protocol_runs / "heldout"), "--out", str(tmp_path)]) == 0
+    dev = [json.loads((protocol_runs / "heldout" / s / "summary.json").read_text())["metrics"]["dev"]
+           for s in ("s0", "s1")]
+    row = pd.read_csv(tmp_path / "sweep.csv").iloc[0]
+    md = (tmp_path / "sweep.md").read_text()
+    for figure, column in (("best", "value"), ("heldout", "heldout")):
+        median = statistics.median(d[figure]["accuracy"] for d in dev)
+        assert row[column] == pytest.approx(median)
+        assert f" {median * 100:.1f} [" in md
+    assert md.index("sst2 dev/accuracy best") < md.index("sst2 dev/accuracy heldout")
+    assert md.startswith("Protocol of the 2 pooled runs: selection heldout · selected_on "
+                         "heldout/accuracy · eval_every 2 · evaluations 2 ·")
+    assert "heldout_size 16." in md and "best − heldout is what choosing on the reported" in md
 
 
 def test_report_puts_claims_next_to_the_paper(runs, tmp_path):
@@ -193,10 +283,24 @@ def test_sweep_all_metrics_keeps_every_metric():
     assert "60.5 [60.0–61.0] (2)" in md and "e2e valid/nist_nltk" in md
 
 
+def test_each_task_selects_on_its_own_metric():
+    """selected_on names the task's metric: it may differ between tasks, not within one."""
+    from analysis.sweeps import MixedProtocols, protocol_header, sweep_table
+
+    rows = [{"method": "lora", "task": task, "split": "dev", "metric": metric, "is_main": True,
+             "best": 0.5, "status": "ok", "trainable": 10, "selection": "paper",
+             "selected_on": f"dev/{metric}", "run_dir": f"{task}{seed}"}
+            for seed in (0, 1) for task, metric in (("cola", "mcc"), ("rte", "accuracy"))]
+    df = pd.DataFrame(rows)
+    assert list(sweep_table(df, ["method"])["selected_on"]) == ["dev/mcc", "dev/accuracy"]
+    assert "· selected_on dev/mcc (cola), dev/accuracy (rte).\n" in protocol_header(df)
+    df.loc[0, "selected_on"] = "dev/accuracy"
+    with pytest.raises(MixedProtocols, match="key selected_on: dev/accuracy, dev/mcc;"):
+        sweep_table(df, ["method"])
+
+
 def test_collect_reads_old_runs_nist_as_nist_nltk(tmp_path):
     """Runs made before the rename wrote nltk's NIST as "NIST"; it is collected under its new name."""
-    import json
-
     from analysis.collect import collect
 
     metrics = {"BLEU": 64.5, "NIST": 5.65, "step": 120}
