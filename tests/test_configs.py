@@ -24,9 +24,10 @@ def test_method_registry_matches_configs(make_cfg):
     assert set(METHODS) <= set(_names("method"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def compose_fast():
-    """One Hydra context for the whole cross product (re-initialising per case costs ~10x)."""
+    """One Hydra context for all the compositions of a test (re-initialising per composition
+    costs ~10x). Per test, not per module: make_cfg clears the global Hydra state."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
