@@ -30,6 +30,7 @@ WEBNLG_SEEN_CATEGORIES = frozenset({
     "SportsTeam", "University", "WrittenWork",
 })
 
+
 class DataError(ValueError):
     """A data file is malformed (the message names the path and the line or entry)."""
 
