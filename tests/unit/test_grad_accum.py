@@ -11,7 +11,8 @@ from datasets import Dataset
 from lora_exp.methods import apply_method
 from lora_exp.models import build_model
 from lora_exp.spec import ModelSpec
-from lora_exp.trainer import set_trainable, train_step
+from lora_exp.params import set_trainable
+from lora_exp.trainer import train_step
 
 PAD = 0
 

@@ -9,7 +9,7 @@ ends (as transformers' get_linear_schedule_with_warmup decays).
 import pytest
 import torch
 
-from lora_exp.trainer import lr_lambda
+from lora_exp.optim import lr_lambda
 
 # warmup 10, total 110: 100 decay steps.
 WARMUP, TOTAL = 10, 110

@@ -76,14 +76,14 @@ def test_dart_context_as_lora(make_cfg, data_dir):
 
 
 def test_evaluation_sets_group_references_by_input(make_cfg, data_dir, tmp_path, monkeypatch):
-    """nlg.dataset, as the trainer builds an evaluation split: one entry per unique input with
+    """nlg.eval_set, as the trainer builds an evaluation split: one entry per unique input with
     all its references, and one LM row per reference."""
     from lora_exp.models import load_tokenizer
 
     monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path))  # the token cache stays in the test
     cfg = make_cfg(["task=webnlg", "model=tiny_gpt2"])
     tokenizer = load_tokenizer(cfg.model)
-    ev = nlg.dataset(cfg.task, str(data_dir), "test", tokenizer, 512, None, train=False)
+    ev = nlg.eval_set(cfg.task, str(data_dir), "test", tokenizer, 512, None)
     assert len(ev) == len(ev.references) == 1_862 and sum(map(len, ev.references)) == 4_928
     assert (ev.seen.count(True), ev.seen.count(False)) == (971, 891)
     assert len(ev.rows) == 4_928  # at 512 tokens (Table 11) no row loses its completion

@@ -5,7 +5,7 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
-from lora_exp.trainer import summarize
+from lora_exp.selection import summarize
 
 MNLI = OmegaConf.create({"eval_splits": ["dev_matched", "dev_mismatched"],
                          "main_metric": "dev_matched/accuracy"})
