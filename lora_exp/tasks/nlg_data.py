@@ -1,9 +1,9 @@
 """E2E, WebNLG and DART readers: data-to-text examples as context/completion pairs (§5.4).
 
 Each reader gives the same ``context`` string that microsoft/LoRA's
-``examples/NLG/src/format_converting_{e2e,webnlg,dart}.py`` writes into its jsonl (PAPER.md
-§2.2), so prompts, and the unique-input grouping the paper's scores rely on, match the reference
-pipeline:
+``examples/NLG/src/format_converting_{e2e,webnlg,dart}.py`` writes into its jsonl
+(docs/paper.md#reference-nlg), so prompts, and the unique-input grouping the paper's scores
+rely on, match the reference pipeline:
 
 * E2E: ``line.strip().split('||')``: the MR as it stands in the file
   (``name : Alimentum | area : city centre | family friendly : no``); the reference is the
