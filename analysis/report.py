@@ -7,7 +7,7 @@ r=8 run of the lowest seed and the r=64 runs of the two lowest seeds, then write
   the Gaussian baseline (Fig. 4 / 7), with the heatmaps;
 - Table 7 rows (‖U^⊤ W V^⊤‖_F for U, V from ΔW / W / random, norms, amplification) at r=8, r=64;
 - a ``sweeps.md`` already in the output folder, appended as its last section;
-- each of the paper's claims (§7.2, §7.3; PAPER.md §1.7-1.8) marked as holding here or not.
+- each of the paper's claims (§7.2, §7.3; docs/paper.md#low-rank) marked as holding here or not.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from analysis.per_layer import (id_columns, subspace_per_layer, subspace_summary
                                 table7_summary)
 from analysis.runs import RunError
 
-# Paper Table 7 (GPT-3, layer 48, Wq; PAPER.md §1.8): r=4 and r=64.
+# Paper Table 7 (GPT-3, layer 48, Wq; docs/paper.md#delta-w): r=4 and r=64.
 PAPER_TABLE7 = pd.DataFrame([
     {"r": 4, "proj_delta": 0.32, "proj_w": 21.67, "proj_random": 0.02, "norm_w": 61.95,
      "norm_delta": 6.91, "amplification": 21.5},
@@ -107,7 +107,7 @@ def table7_section(d_low: pd.DataFrame, d_high: pd.DataFrame, low: int, high: in
     lines += [f"Median over layers, per weight type{' and module' if 'module' in by else ''}, "
               "measured here:", "",
               t7.to_markdown(index=False, floatfmt=".4g"), "",
-              "The paper (GPT-3 175B, layer 48, Wq, PAPER.md §1.8):", "",
+              "The paper (GPT-3 175B, layer 48, Wq, docs/paper.md#delta-w):", "",
               PAPER_TABLE7.to_markdown(index=False, floatfmt=".4g"), ""]
     both = pd.concat([d_low.assign(run=f"r{low}"), d_high.assign(run=f"r{high}")])
     c1 = (both["proj_delta"] > both["proj_random"]).mean()

@@ -16,9 +16,9 @@ Where each variant goes (``block_parts`` in ``conf/model/*.yaml`` names the modu
   Hooked on ``attn_out_dropout`` / ``mlp_out_dropout``, the dropout module that follows the
   output projection; a model with no such dropout (Llama) names none, and the adapter reads the
   projection (``attn_out`` / ``mlp_out``) itself. Read before the dropout, the adapter's output
-  would be masked by that dropout as well. L̂_Adpt = 2·L, no LayerNorm trains (L̂_LN = 0):
-  PAPER.md §1.1's GPT-3 count 7,078,080 = 7.1M and Table 2's 0.8M at r=8 both hold only without
-  LayerNorms.
+  would be masked by that dropout as well. L̂_Adpt = 2·L, no LayerNorm trains (L̂_LN = 0): the
+  paper's GPT-3 AdapterH count 7,078,080 = 7.1M and Table 2's 0.8M at r=8 both hold only without
+  LayerNorms (docs/paper.md#count-gaps).
 * ``l`` AdapterL (Lin et al. 2020): one per block, on the block's output (after the MLP and its
   residual, i.e. after the post-LN block's last LayerNorm), with its own trainable LayerNorm in
   front: y + A(LN(y)). L̂_Adpt = L̂_LN = L; Table 3's GPT-2 L 0.88M is r=8 with that LayerNorm.

@@ -85,7 +85,7 @@ SETTINGS = [
     Setting("PreLayer l_p=8, l_i=8", ("method=prefix_layer",), lambda s: s.L * s.d * (8 + 8),
             paper={"gpt2_medium": ("0.35M", "T3"), "gpt2_large": ("0.77M", "T3")},
             notes={"gpt2_medium": "the paper copies Li & Liang's KV prefix-tuning (another "
-                                  "parametrisation, PAPER.md §3.2); no l_p + l_i gives 0.35M "
+                                  "parametrisation, docs/paper.md#peft); no l_p + l_i gives 0.35M "
                                   "(14 tokens: 344,064, 15: 368,640)",
                    "gpt2_large": "Li & Liang's KV prefix, as for medium; no l_p + l_i gives "
                                  "0.77M (16 tokens: 737,280, 17: 783,360)"}),
@@ -131,8 +131,8 @@ SETTINGS = [
     Setting("LoRA r=4 (wq, wv)", ("method=lora", "rank=4"), lambda s: 2 * (2 * s.L) * s.d * 4,
             models=("gpt2_medium", "gpt2_large"),
             paper={"gpt2_medium": ("0.35M", "T3"), "gpt2_large": ("0.77M", "T3")},
-            notes={"gpt2_medium": "PAPER.md §1.1: the paper copies PreLayer's 0.35M",
-                   "gpt2_large": "PAPER.md §1.1: the paper copies PreLayer's 0.77M"}),
+            notes={"gpt2_medium": "the paper copies PreLayer's 0.35M (docs/paper.md#count-gaps)",
+                   "gpt2_large": "the paper copies PreLayer's 0.77M (docs/paper.md#count-gaps)"}),
 ]
 
 

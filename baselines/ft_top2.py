@@ -3,7 +3,7 @@
 Every parameter of blocks L-1 and L trains; embeddings, lower blocks and anything after the
 blocks (GPT-2's final ``ln_f``) stay frozen; the task head is added by the trainer. On GPT-2
 medium this is 2·(12·d² + 13·d) = 25,192,448, the paper's 25.19M (Table 3), which explains the
-number PAPER.md §1.4 lists as unexplained (microsoft/LoRA #148): two blocks and nothing else.
+number docs/paper.md#table3 lists as unexplained (microsoft/LoRA #148): two blocks and nothing else.
 """
 from __future__ import annotations
 

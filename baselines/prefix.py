@@ -6,7 +6,7 @@ Both insert l_p *prefix* and l_i *infix* tokens into every input row and differ 
   |Θ| = d·(l_p + l_i).
 * **PreLayer** (prefix-layer tuning): the activations at the special positions, one trainable
   set per layer, |Θ| = L·d·(l_p + l_i). This is *not* peft's / Li & Liang's KV-prefix
-  (2·L·d·l_p, PAPER.md §3.2): the hidden states themselves are replaced.
+  (2·L·d·l_p, docs/paper.md#peft): the hidden states themselves are replaced.
 
 Where the tokens go (rows are right-padded, so infix positions differ per row):
 

@@ -1,4 +1,4 @@
-"""``python benchmarks/run.py``: the paper's efficiency claims (PAPER.md §1.2, §1.10), measured
+"""``python benchmarks/run.py``: the paper's efficiency claims (docs/paper.md#efficiency), measured
 side by side in one run on this machine (CPU by default, CUDA when present).
 
 Prints a table, then one JSON line of named ratios, and writes both to ``--out``

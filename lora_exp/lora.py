@@ -3,11 +3,11 @@
 h = W0·x + (α/r)·B·A·x, with A ∈ R^{r×k} Kaiming-uniform and B ∈ R^{d×r} zero, so the adapted
 model equals the pretrained one at step 0 (§4.1). The LoRA modules *compose*: they take over the
 existing ``weight``/``bias`` Parameters of the wrapped layer (never copied, never re-initialised,
-unlike loralib's subclassing, PAPER.md §2.5.1), so the HF state-dict keys stay the same and a
+unlike loralib's subclassing, docs/paper.md#loralib), so the HF state-dict keys stay the same and a
 merged state dict loads with ``strict=True`` into the untouched model.
 
 Merging is explicit (:func:`merge_lora` / :func:`unmerge_lora`), never a side effect of
-``.eval()`` (PAPER.md §2.5.3).
+``.eval()`` (docs/paper.md#loralib).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _dropout(p: float) -> nn.Module:
 
 
 def _init_lora_a(a: torch.Tensor) -> None:
-    # Kaiming-uniform as in loralib / peft (the paper says Gaussian; PAPER.md §1.1).
+    # Kaiming-uniform as in loralib / peft (the paper says Gaussian; docs/paper.md#lora).
     nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
 

@@ -1,4 +1,4 @@
-"""GLUE metrics as the paper reports them (Table 2; PAPER.md §1.3).
+"""GLUE metrics as the paper reports them (Table 2; docs/paper.md#glue-protocol).
 
 The formulas are those of ``evaluate``'s ``glue`` metric, which itself calls scikit-learn and
 SciPy; we call them directly because ``evaluate.load`` fetches its metric script from the hub,

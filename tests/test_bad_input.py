@@ -48,9 +48,17 @@ CONFIG_CASES = [
     ("checkpoint_every zero", ["trainer.checkpoint_every=0"], ["trainer.checkpoint_every=0", ">= 1"]),
     ("unknown device", ["trainer.device=tpu"], ["trainer.device='tpu'", "cpu"]),
     ("unknown precision", ["trainer.precision=fp8"], ["trainer.precision='fp8'", "bf16"]),
+    ("epochs zero", ["trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),
+    ("max_train_samples zero", ["trainer.max_train_samples=0"], ["trainer.max_train_samples=0", ">= 1"]),
+    ("max_eval_samples zero", ["trainer.max_eval_samples=0"], ["trainer.max_eval_samples=0", ">= 1"]),
     ("max_length too small", ["trainer.max_length=0"], ["trainer.max_length=0", ">= 8"]),
     ("fast_dropout not a bool", ["trainer.fast_dropout=maybe"], ["trainer.fast_dropout='maybe'", "[True, False]"]),
     ("fused_optimizer not a bool", ["trainer.fused_optimizer=2"], ["trainer.fused_optimizer=2", "[True, False]"]),
+    ("gradient_checkpointing not a bool", ["trainer.gradient_checkpointing=maybe"],
+     ["trainer.gradient_checkpointing='maybe'", "[True, False]"]),
+    ("merged_eval not a bool", ["trainer.merged_eval=1"], ["trainer.merged_eval=1", "[True, False]"]),
+    ("group_by_length not a bool", ["trainer.group_by_length=maybe"],
+     ["trainer.group_by_length='maybe'", "[True, False]"]),
     ("seed negative", ["seed=-1"], ["seed=-1", ">= 0"]),
     ("missing data_dir", ["data_dir=/nonexistent/mirror"], ["data_dir='/nonexistent/mirror'", "null"]),
     ("init_from missing", ["init_from=/nonexistent/run"], ["init_from='/nonexistent/run'", "run directory"]),
@@ -161,5 +169,37 @@ def test_init_from_pickle_is_refused(make_cfg, tmp_path, data_dir, trained_runs)
                     ["not a safetensors file", "pickled checkpoints are refused"], data_dir)
 
 
-def test_catalogue_size():
-    assert len(CONFIG_CASES) + len(DATA_CASES) + 5 >= 30
+def _keys_validate_checks(make_cfg, monkeypatch) -> set[str]:
+    """Every config key lora_exp.validate checks: the literal keys it passes to the shared check
+    helpers or to ConfigError (read from its source), and the keys the helpers receive while it
+    validates a default config (which catches keys built at run time, e.g. f"trainer.{key}")."""
+    import ast
+    import inspect
+
+    import lora_exp.validate as validate_mod
+
+    keys = set()
+    for node in ast.walk(ast.parse(inspect.getsource(validate_mod))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args \
+                and (node.func.id == "ConfigError" or node.func.id.startswith("check_")) \
+                and isinstance(node.args[0], ast.Constant):
+            keys.add(node.args[0].value)
+
+    def recording(check):
+        def wrapper(key, *args, **kwargs):
+            keys.add(key)
+            return check(key, *args, **kwargs)
+        return wrapper
+
+    for name in [n for n in vars(validate_mod) if n.startswith("check_")]:
+        monkeypatch.setattr(validate_mod, name, recording(getattr(validate_mod, name)))
+    validate_mod.validate(make_cfg(["model=tiny_bert", "data_dir=null"]))
+    return keys
+
+
+def test_every_checked_key_has_a_case(make_cfg, monkeypatch):
+    """A new check in validate comes with a case here that shows its message."""
+    checked = _keys_validate_checks(make_cfg, monkeypatch)
+    assert {"rank", "trainer.lr", "trainer.fast_dropout", "init_from"} <= checked  # the scan works
+    with_case = {overrides[0].split("=")[0] for _, overrides, _ in CONFIG_CASES}
+    assert checked <= with_case, f"no bad-input case for {sorted(checked - with_case)}"

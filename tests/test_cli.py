@@ -27,7 +27,7 @@ def run_cli(args: list[str], tmp_path: Path, multirun: bool = False, timeout: in
     (["model=mpnet_base", "rank=8", "task=sst2"], 294_912),
 ])
 def test_dry_run_counts_match_the_paper(make_cfg, tmp_path, args, expected):
-    """PAPER.md §1.1: 2·L̂·d·r on skeletons built from the configs (meta device, no download)."""
+    """docs/paper.md#counts: 2·L̂·d·r on skeletons built from the configs (meta device, no download)."""
     from lora_exp.trainer import run
 
     summary = run(make_cfg(["method=lora", "dry_run=true", *args]), tmp_path)

@@ -39,8 +39,8 @@ from lora_exp.tasks import nlg_data
 
 log = logging.getLogger("lora_exp")
 
-# task.format -> the file reader. The readers take a path, so `task.files.<split>=PATH` works;
-# nlg_data.load_nlg_split would rebuild the mirror path itself.
+# task.format -> the file reader. The readers take a path (from task.files, lora_exp/files.py),
+# so `task.files.<split>=PATH` works.
 READERS = {"e2e": nlg_data._read_e2e, "webnlg": nlg_data._read_webnlg, "dart": nlg_data._read_dart}
 
 

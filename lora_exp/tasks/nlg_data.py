@@ -1,9 +1,9 @@
 """E2E, WebNLG and DART readers: data-to-text examples as context/completion pairs (§5.4).
 
 Each reader gives the same ``context`` string that microsoft/LoRA's
-``examples/NLG/src/format_converting_{e2e,webnlg,dart}.py`` writes into its jsonl (PAPER.md
-§2.2), so prompts, and the unique-input grouping the paper's scores rely on, match the reference
-pipeline:
+``examples/NLG/src/format_converting_{e2e,webnlg,dart}.py`` writes into its jsonl
+(docs/paper.md#reference-nlg), so prompts, and the unique-input grouping the paper's scores
+rely on, match the reference pipeline:
 
 * E2E: ``line.strip().split('||')``: the MR as it stands in the file
   (``name : Alimentum | area : city centre | family friendly : no``); the reference is the
@@ -12,8 +12,9 @@ pipeline:
   with `` | ``; one example per lexicalisation with ``comment == "good"``.
 * DART: like WebNLG but with the property lower-cased; one example per annotation.
 
-``data_dir`` is the mirror root laid out like ``../shared/data``: ``<data_dir>/e2e/valid.txt``,
-``<data_dir>/webnlg/test.json``, ``<data_dir>/dart/dart-v1.1.1-full-dev.json``.
+Each reader takes the path of one split's file; which file a split is comes from
+``conf/task/<task>.yaml`` (:mod:`lora_exp.files`), and :func:`lora_exp.tasks.nlg.read_examples`
+picks the reader by ``task.format``.
 """
 from __future__ import annotations
 
@@ -29,20 +30,9 @@ WEBNLG_SEEN_CATEGORIES = frozenset({
     "SportsTeam", "University", "WrittenWork",
 })
 
-# Split name -> file under <data_dir>/<task>/. The split names are those of each mirror folder;
-# "valid" and "dev" are accepted for each other (see _resolve_split).
-SPLIT_FILES = {
-    "e2e": {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"},
-    "webnlg": {"train": "train.json", "dev": "dev.json", "test": "test.json"},
-    # For test, the JSON converted from the 2021 DART XML (data/README.md): LoRA's 2020
-    # test.json is over 4 MiB and not in the mirror; it has the same content.
-    "dart": {"dev": "dart-v1.1.1-full-dev.json", "test": "dart-v1.1.1-full-test.from_xml.json"},
-}
-_SPLIT_ALIASES = {"valid": "dev", "dev": "valid"}
-
 
 class DataError(ValueError):
-    """A data file is missing, malformed, or a split is not in the mirror."""
+    """A data file is malformed (the message names the path and the line or entry)."""
 
 
 @dataclass(frozen=True)
@@ -62,44 +52,11 @@ class NLGExample:
     seen: bool | None = None
 
 
-def load_nlg_split(task: str, data_dir: str | Path, split: str) -> list[NLGExample]:
-    """Read one split of E2E, WebNLG or DART in microsoft/LoRA's context/completion form.
-
-    Args:
-        task: "e2e", "webnlg" or "dart".
-        data_dir: Mirror root holding the ``e2e/``, ``webnlg/`` and ``dart/`` folders.
-        split: A split of that task's folder: e2e train/valid/test, webnlg and dart
-            train/dev/test ("valid" and "dev" are accepted for each other).
-
-    Returns:
-        One example per reference, in file order.
-
-    Raises:
-        ValueError: Unknown task or split.
-        DataError: DART train (not in the mirror), a missing file, or a malformed line or entry;
-            the message names the path and the line or entry.
-    """
-    if task not in SPLIT_FILES:
-        raise ValueError(f"task={task!r} is invalid; valid: {sorted(SPLIT_FILES)}")
-    folder = Path(data_dir) / task
-    if task == "dart" and split == "train":
-        raise DataError(f"DART has no train split in this mirror: {folder} holds only dev and "
-                        f"test ({', '.join(SPLIT_FILES['dart'].values())}); LoRA's "
-                        "dart-v1.1.1-full-train.json is not available (data/README.md)")
-    path = folder / SPLIT_FILES[task][_resolve_split(task, split)]
-    if not path.is_file():
-        holds = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None
-        where = f"{folder} holds {holds}" if holds is not None else f"{folder} does not exist"
-        raise DataError(f"{task} {split} file not found: {path} ({where})")
-    readers = {"e2e": _read_e2e, "webnlg": _read_webnlg, "dart": _read_dart}
-    return readers[task](path)
-
-
 def group_references(examples: list[NLGExample]) -> tuple[list[str], list[list[str]]]:
     """Group examples by context, as LoRA's gpt2_decode.py does before scoring.
 
     Args:
-        examples: Output of :func:`load_nlg_split`.
+        examples: One split's examples, as a reader gives them.
 
     Returns:
         ``(unique_contexts, references)``: the contexts in order of first appearance (the order
@@ -124,16 +81,6 @@ def seen_flags(examples: list[NLGExample]) -> list[bool]:
         if flags.setdefault(ex.context, ex.seen) != ex.seen:
             raise ValueError(f"context is both seen and unseen: {ex.context!r}")
     return list(flags.values())
-
-
-def _resolve_split(task: str, split: str) -> str:
-    files = SPLIT_FILES[task]
-    if split in files:
-        return split
-    if _SPLIT_ALIASES.get(split) in files:
-        return _SPLIT_ALIASES[split]
-    valid = sorted(files) + (["train"] if task == "dart" else [])
-    raise ValueError(f"split={split!r} is invalid for task {task!r}; valid: {sorted(valid)}")
 
 
 def _read_e2e(path: Path) -> list[NLGExample]:

@@ -92,17 +92,66 @@ def test_bitfit_hand_count_tiny_bert(make_cfg):
     assert sum(params[n].numel() for n in result.trainable) == 2 * (7 * 32 + 64) + 32 == 608
 
 
+def _prefix_reference(base, model, spec, x, setting):
+    """What PreEmbed / PreLayer compute at step 0 by their definition (baselines/prefix.py),
+    built by hand on the unadapted model: the l_p + l_i special tokens written into each row
+    (encoder: the prefix after [CLS]; decoder: at the start; the infix after the row's last real
+    token), each starting as the word embedding of a vocabulary token.
+
+    PreEmbed: the unadapted model run on those token ids is the exact reference. PreLayer: the
+    same input with the hidden states entering every block replaced at the special positions
+    by those embeddings (hooks on the unadapted model's blocks).
+    """
+    words = base.get_input_embeddings().weight
+    init = model.special_tokens.vectors.detach()
+    # Sampled-vocabulary init: every set starts as the same rows of the word-embedding table.
+    assert all(torch.equal(v, init[0]) for v in init)
+    vocab = [int(torch.nonzero((words == v).all(1))[0]) for v in init[0]]
+    assert torch.equal(words[vocab], init[0])
+    prefix, infix = vocab[:L_P], vocab[L_P:]
+    at = 1 if spec.kind == "encoder" else 0
+    rows, special = [], []
+    for ids, mask in zip(x["input_ids"].tolist(), x["attention_mask"].tolist()):
+        n = sum(mask)
+        rows.append(ids[:at] + prefix + ids[at:n] + infix + ids[n:])
+        special.append([False] * at + [True] * L_P + [False] * (n - at) + [True] * L_I
+                       + [False] * (len(ids) - n))
+    ids = torch.tensor(rows)
+    mask = (torch.arange(ids.shape[1]) < x["attention_mask"].sum(1, keepdim=True) + L_P + L_I).long()
+    if setting == "prefix_embed":
+        return base(input_ids=ids, attention_mask=mask).logits
+    where = torch.tensor(special).unsqueeze(-1)  # (B, T', 1)
+    values = words[ids].detach()  # the embedding of the token written at each position
+
+    def replace(module, args, kwargs):
+        if args:
+            return (torch.where(where, values, args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": torch.where(where, values, kwargs["hidden_states"])}
+
+    hooks = [b.register_forward_pre_hook(replace, with_kwargs=True) for b in spec.block_modules(base)]
+    try:
+        return base(input_ids=ids, attention_mask=mask).logits
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("setting,method,overrides", SETTINGS, ids=IDS)
 def test_step0_output(make_cfg, model_name, setting, method, overrides):
     """BitFit, FT^Top2 and LoRA leave the function untouched (bit for bit); adapters start near
-    identity. PreEmbed/PreLayer are *not* expected to match: they add tokens to the input."""
-    _, base, model, _, _ = _build(make_cfg, model_name, method, overrides)
+    identity; PreEmbed/PreLayer add tokens to the input and give what that input gives by their
+    definition (see _prefix_reference)."""
+    _, base, model, spec, _ = _build(make_cfg, model_name, method, overrides)
     x = _batch(model.config.pad_token_id)
     x.pop("labels")
-    expected, got = base(**x).logits, model(**x).logits
+    with torch.no_grad():
+        expected, got = base(**x).logits, model(**x).logits
+        if setting.startswith("prefix"):
+            reference = _prefix_reference(base, model, spec, x, setting)
     if setting.startswith("prefix"):
-        assert got.shape == expected.shape and torch.isfinite(got).all()
+        assert not torch.equal(got, expected)  # the special tokens are in the forward pass
+        torch.testing.assert_close(got, reference, rtol=0, atol=1e-6)
     elif setting.startswith("adapter"):
         assert not torch.equal(got, expected)  # the adapters are in the forward pass
         torch.testing.assert_close(got, expected, atol=2e-2, rtol=0)

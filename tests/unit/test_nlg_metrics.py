@@ -1,8 +1,6 @@
 """NLG metrics: hand-checkable BLEU cases, and the E2E wrapper against direct library calls."""
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import sacrebleu
@@ -11,10 +9,9 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from lora_exp import nlg_metrics
 from lora_exp.nlg_metrics import bleu, dart_bleu, e2e_metrics, e2e_nist, webnlg_bleu
-from lora_exp.tasks.nlg_data import group_references, load_nlg_split
-
-DATA_DIR = Path(os.environ.get("LORA_EXP_DATA_DIR",
-                               Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+from lora_exp.tasks import nlg
+from lora_exp.tasks.nlg_data import group_references
+from tests.conftest import compose
 
 SENT = "the cat sat on the mat ."
 
@@ -28,9 +25,15 @@ def test_bleu_of_a_disjoint_output_is_0():
     assert bleu(["a b c d e"], [[SENT]]) == pytest.approx(0.0)
 
 
-def test_prediction_matching_any_of_3_references_beats_one_non_matching_reference():
-    mrs, refs = group_references(load_nlg_split("e2e", DATA_DIR, "valid"))
-    three = refs[0][:3]  # name : Alimentum | area : city centre | family friendly : no
+@pytest.fixture(scope="module")
+def e2e_valid_refs(data_dir):
+    """The references of each E2E valid MR, read as the trainer reads the split."""
+    examples, _ = nlg.read_examples(compose(["task=e2e"]).task, str(data_dir), "valid")
+    return group_references(examples)[1]
+
+
+def test_prediction_matching_any_of_3_references_beats_one_non_matching_reference(e2e_valid_refs):
+    three = e2e_valid_refs[0][:3]  # name : Alimentum | area : city centre | family friendly : no
     prediction = three[1]
     with_all = bleu([prediction], [three])
     with_one_other = bleu([prediction], [three[:1]])
@@ -94,10 +97,9 @@ def _perturb(k: int, text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def e2e_sample():
+def e2e_sample(e2e_valid_refs):
     """First 5 MRs of E2E valid, each output a perturbed copy of one of its references."""
-    _, refs = group_references(load_nlg_split("e2e", DATA_DIR, "valid"))
-    refs = refs[:5]
+    refs = e2e_valid_refs[:5]
     preds = [_perturb(k, r[k]) for k, r in enumerate(refs)]
     # Each reference used as an output is taken out of its MR's references.
     refs = [r[:k] + r[k + 1:] for k, r in enumerate(refs)]
