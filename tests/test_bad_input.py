@@ -60,6 +60,12 @@ CONFIG_CASES = [
     ("group_by_length not a bool", ["trainer.group_by_length=maybe"],
      ["trainer.group_by_length='maybe'", "[True, False]"]),
     ("seed negative", ["seed=-1"], ["seed=-1", ">= 0"]),
+    ("unknown selection", ["trainer.selection=dev"], ["trainer.selection='dev'", "heldout"]),
+    ("heldout size zero", ["trainer.heldout_size=0", "trainer.selection=heldout"],
+     ["trainer.heldout_size=0", ">= 1"]),
+    ("no_decay not a bool", ["trainer.no_decay=sometimes"], ["trainer.no_decay='sometimes'", "[True, False]"]),
+    ("unknown init checkpoint", ["init_checkpoint=last"], ["init_checkpoint='last'", "final"]),
+    ("model dropout above 1", ["model.dropout=1.5"], ["model.dropout=1.5", "[0, 1)"]),
     ("missing data_dir", ["data_dir=/nonexistent/mirror"], ["data_dir='/nonexistent/mirror'", "null"]),
     ("init_from missing", ["init_from=/nonexistent/run"], ["init_from='/nonexistent/run'", "run directory"]),
 ]
@@ -187,7 +193,8 @@ def _keys_validate_checks(make_cfg, monkeypatch) -> set[str]:
 
     def recording(check):
         def wrapper(key, *args, **kwargs):
-            keys.add(key)
+            if isinstance(key, str):  # check_targets takes the value first; its key is literal
+                keys.add(key)
             return check(key, *args, **kwargs)
         return wrapper
 

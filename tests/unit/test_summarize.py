@@ -32,7 +32,8 @@ def test_best_is_the_max_of_the_main_metric_on_every_split_and_final_is_the_last
                                   "final": {"accuracy": 0.78, "step": 12, "epoch": 3.0}}
     assert out["dev_mismatched"] == {"best": {"accuracy": 0.71, "step": 8, "epoch": 2.0},
                                      "final": {"accuracy": 0.79, "step": 12, "epoch": 3.0}}
-    assert set(out) == {"dev_matched", "dev_mismatched", "main_metric"}
+    assert set(out) == {"dev_matched", "dev_mismatched", "main_metric", "selection"}
+    assert out["selection"] == "paper"
 
 
 def test_a_tie_goes_to_the_first_evaluation():
@@ -65,7 +66,6 @@ def test_metrics_of_other_splits_do_not_leak_into_a_split():
     assert summarize(history, task)["dev"]["best"] == {"accuracy": 0.5, "step": 4, "epoch": 1.0}
 
 
-@pytest.mark.xfail(strict=True, reason="NaN selection is fixed with the paper-exact protocol work")
 def test_a_nan_main_metric_is_never_best():
     # A diverged first evaluation: every comparison with NaN is False, so max() keeps it.
     history = [_rec(4, dev__accuracy=math.nan), _rec(8, dev__accuracy=0.7),
