@@ -186,7 +186,8 @@ def _keys_validate_checks(make_cfg, monkeypatch) -> set[str]:
 
     def recording(check):
         def wrapper(key, *args, **kwargs):
-            keys.add(key)
+            if isinstance(key, str):  # check_targets takes the value first; its key is literal
+                keys.add(key)
             return check(key, *args, **kwargs)
         return wrapper
 
