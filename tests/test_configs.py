@@ -40,7 +40,10 @@ def compose_fast():
 def _check(resolved: dict, model: str, method: str, task: str) -> None:
     m, t, where = resolved["method"], resolved["task"], (model, method, task)
     assert resolved["model"]["name"] == model and m.get("label", m["name"]) == method, where
-    assert t["name"] == task and t["main_metric"].split("/")[0] in t["eval_splits"], where
+    reported = [*t["eval_splits"], *(t.get("combined_splits") or {})]  # MNLI's overall too
+    assert t["name"] == task and t["main_metric"].split("/")[0] in reported, where
+    for parts in (t.get("combined_splits") or {}).values():
+        assert set(parts) <= set(t["eval_splits"]), where
     arch = resolved["model"]["architecture"]
     assert {"num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size"} <= set(arch), where
     if m["name"] == "lora":
