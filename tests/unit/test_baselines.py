@@ -109,7 +109,7 @@ def _prefix_reference(base, model, spec, x, setting):
     vocab = [int(torch.nonzero((words == v).all(1))[0]) for v in init[0]]
     assert torch.equal(words[vocab], init[0])
     prefix, infix = vocab[:L_P], vocab[L_P:]
-    at = 1 if spec.kind == "encoder" else 0
+    at = 1 if spec.stack == "encoder" else 0
     rows, special = [], []
     for ids, mask in zip(x["input_ids"].tolist(), x["attention_mask"].tolist()):
         n = sum(mask)

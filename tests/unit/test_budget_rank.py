@@ -29,7 +29,7 @@ def test_uneven_split_or_no_type_is_a_config_error(targets):
 def test_through_the_experiment_config(make_cfg, targets, rank):
     """As conf/experiment/weight_types_sst2.yaml sweeps it: rank follows method.targets."""
     cfg = make_cfg(["experiment=weight_types_sst2", f"method.targets={targets}"])
-    assert cfg.budget == 8
+    assert rank * len(cfg.method.targets) == 8  # the budget, r × (number of types)
     assert cfg.rank == rank and cfg.method.rank == rank  # LoRA's r reads ${rank}
 
 
