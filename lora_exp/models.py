@@ -69,9 +69,8 @@ def weights_location(model_cfg) -> str:
 def architecture_config(model_cfg, task_kind: str, num_labels: int):
     """An HF config built from ``model.architecture`` alone (no download)."""
     arch = OmegaConf.to_container(model_cfg.architecture, resolve=True)
-    cfg = AutoConfig.for_model(model_cfg.family, **{**arch, **_hf_config(model_cfg)},
-                               **_task_kwargs(task_kind, num_labels))
-    _set_dropout(cfg, model_cfg)
+    cfg = AutoConfig.for_model(model_cfg.family, **arch, **_task_kwargs(task_kind, num_labels))
+    _override(cfg, model_cfg)
     if cfg.pad_token_id is None:
         cfg.pad_token_id = 0  # sequence classification on decoders needs one
     return cfg
@@ -88,10 +87,12 @@ def offline_error(model_cfg, err: Exception) -> ConfigError:
                        f"could not fetch {model_cfg.get('hub_id')} from the HF hub ({reason})")
 
 
-def _set_dropout(config, model_cfg) -> None:
-    for key, value in dropout_overrides(model_cfg).items():
-        if hasattr(config, key):
-            setattr(config, key, value)
+def _override(config, model_cfg) -> None:
+    """``model.dropout`` on every dropout probability the config has, then ``model.hf_config``
+    (HF config attributes, e.g. DeBERTa's ``cls_dropout``, that ``from_pretrained`` would refuse
+    as keyword arguments)."""
+    config.update({k: v for k, v in dropout_overrides(model_cfg).items() if hasattr(config, k)})
+    config.update(_hf_config(model_cfg))
 
 
 def build_model(model_cfg, task_kind: str, num_labels: int, *, skeleton: bool = False,
@@ -119,8 +120,7 @@ def build_model(model_cfg, task_kind: str, num_labels: int, *, skeleton: bool = 
                                             trust_remote_code=remote, **_task_kwargs(task_kind, num_labels))
     except OSError as e:  # no network (or no such repository) and nothing cached
         raise offline_error(model_cfg, e) from None
-    config.update(_hf_config(model_cfg))  # attributes from_pretrained would refuse as kwargs
-    _set_dropout(config, model_cfg)
+    _override(config, model_cfg)
     torch.manual_seed(seed)  # the new task head is initialised from the run's seed
     # fp32 always: a checkpoint stored in fp16/bf16 would otherwise put W0, the trained
     # parameters and AdamW's state in half precision; autocast does the low-precision compute.
