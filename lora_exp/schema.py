@@ -21,7 +21,8 @@ TOP_LEVEL = ("model", "method", "task", "trainer", "logger", "rank", "seed", "da
              "init_from", "init_checkpoint", "resume", "run_name")
 TRAINER = ("epochs", "max_steps", "batch_size", "eval_batch_size", "grad_accum", "lr",
            "weight_decay", "no_decay", "selection", "heldout_size", "betas", "warmup_ratio",
-           "warmup_steps", "max_grad_norm", "max_length", "max_train_samples", "max_eval_samples", "eval_every", "group_by_length",
+           "warmup_steps", "max_grad_norm", "max_length", "max_train_samples", "max_eval_samples",
+           "eval_every", "group_by_length",
            "gradient_checkpointing", "fast_dropout", "fused_optimizer", "merged_eval", "device",
            "precision", "progress", "checkpoint_every", "save_trained")
 LOGGER = {"none": ("name",), "wandb": ("name", "project", "mode")}
