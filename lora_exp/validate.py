@@ -2,9 +2,9 @@
 
 Every failure is a :class:`ConfigError` naming the key, the value and what would be valid.
 First the config's shape (:func:`lora_exp.schema.check`: no key that the top level, the
-trainer, the logger or the method does not have), then the values. Checks that need the live model (a target module
-missing from some blocks, rank > min(d, k)) run when the method is applied, still before the
-first training step.
+trainer, the logger or the method does not have), then the values. Checks that need the live
+model (a target module missing from some blocks, rank > min(d, k)) run when the method is
+applied, still before the first training step.
 """
 from __future__ import annotations
 
