@@ -92,12 +92,12 @@ def test_multirun_isolates_a_failing_job(tmp_path, data_dir):
     assert "1 job(s) of the sweep failed" in proc.stderr
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
+def test_joblib_launcher_runs_jobs_in_separate_worker_processes(tmp_path, data_dir):
+    """Two workers, one job each. Whether their runs overlap in time is up to the scheduler
+    (a loaded machine can start the second worker after the first job ends), so it is not asserted."""
     proc, out = run_cli(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=tiny_bert",
                          "trainer=smoke", "rank=1,2", f"data_dir={data_dir}"], tmp_path, multirun=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
     assert len(runs) == 2 and all(r["status"] == "ok" for r in runs)
-    assert runs[0]["pid"] != runs[1]["pid"]  # separate worker processes
-    first, second = sorted(runs, key=lambda r: r["started_at"])
-    assert second["started_at"] < first["finished_at"]  # they overlapped in time
+    assert runs[0]["pid"] != runs[1]["pid"]
