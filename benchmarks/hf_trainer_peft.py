@@ -8,7 +8,8 @@ and maximum length, one evaluation on the full dev set at the end.
 
 Padding: ``--padding max_length`` is ``run_glue.py``'s default (``pad_to_max_length=True``);
 ``--padding dynamic`` uses ``DataCollatorWithPadding`` with length-grouped sampling, the best a
-Trainer user can pick.
+Trainer user can pick; ``--bf16`` adds the Trainer's bf16 autocast (``bf16=True``), which it
+supports on a CPU too.
 
     python benchmarks/hf_trainer_peft.py --data-dir ../shared/data --steps 200 --out /tmp/hf
 Prints one JSON line: wall seconds (inside the script), dev accuracy.
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--padding", choices=["max_length", "dynamic"], default="max_length")
+    ap.add_argument("--bf16", action="store_true",
+                    help="TrainingArguments(bf16=True): the Trainer's bf16 autocast (CPU or CUDA)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         per_device_eval_batch_size=128, learning_rate=args.lr, warmup_steps=0.06,  # a fraction: the ratio
         weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0, seed=args.seed,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
-        disable_tqdm=True, dataloader_num_workers=0,
+        disable_tqdm=True, dataloader_num_workers=0, bf16=args.bf16,
         train_sampling_strategy="group_by_length" if args.padding == "dynamic" else "random")
     trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=dev,
                       data_collator=DataCollatorWithPadding(tokenizer),
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train()
     metrics = trainer.evaluate()
     result = {"wall_s": time.time() - start, "dev_accuracy": metrics["eval_accuracy"],
-              "padding": args.padding, "steps": args.steps}
+              "padding": args.padding, "bf16": args.bf16, "steps": args.steps}
     print(json.dumps(result))
     return result
 

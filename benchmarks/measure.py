@@ -85,19 +85,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_step_fn(model: nn.Module, data: dict, device: torch.device,
-                  tcfg=None) -> Callable[[], None]:
-    """One optimizer step as the trainer takes it: forward, loss, backward, gradient clipping,
-    AdamW (the trainer's :func:`make_optimizer`), zero_grad. Every compared model, peft's too,
-    gets the same optimizer settings."""
+def train_step_fn(model: nn.Module, data: dict, device: torch.device, tcfg=None,
+                  amp_dtype: torch.dtype | None = None) -> Callable[[], None]:
+    """One optimizer step as the trainer takes it: forward and loss (under autocast to
+    ``amp_dtype``, None = fp32), backward, gradient clipping, AdamW (the trainer's
+    :func:`make_optimizer`), zero_grad. Every compared model, peft's too, gets the same optimizer
+    settings."""
     tcfg = tcfg if tcfg is not None else trainer_cfg()
     model.to(device)
     opt = make_optimizer(model, tcfg)
-    scaler = torch.amp.GradScaler(enabled=False)
+    scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     data = to(data, device)
 
     def step() -> None:
-        model(**data).loss.backward()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = model(**data).loss
+        scaler.scale(loss).backward()
         clip_and_step(model, opt, scaler, tcfg)
     return step
 
@@ -148,10 +151,12 @@ def without_dropout(net: nn.Module) -> nn.Module:
 
 
 def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, warmup: int,
-               repeats: int, references: bool = True) -> dict[str, list[float]]:
-    """Train-step seconds per round: full FT, lora-exp LoRA, peft LoRA (q, v, r=8), and, with
-    ``references``, full FT and LoRA with ``trainer.fast_dropout=false`` (what the dropout
-    kernel saves) and without any dropout (what dropout costs at all)."""
+               repeats: int, references: bool = True,
+               amp_dtype: torch.dtype | None = None) -> dict[str, list[float]]:
+    """Train-step seconds per round at ``amp_dtype`` (None = fp32): full FT, lora-exp LoRA, peft
+    LoRA (q, v, r=8); with a low-precision ``amp_dtype`` also LoRA in fp32 (``lora_fp32``); with
+    ``references``, full FT and LoRA with ``trainer.fast_dropout=false`` (what the dropout kernel
+    saves) and without any dropout (what dropout costs at all)."""
     data = batch(adapted_model(model, "none"), batch_size, seq_len)
     nets = {"ft": adapted_model(model, "full_ft"), "lora": adapted_model(model, "lora"),
             "peft_lora": peft_model(model)}
@@ -160,8 +165,27 @@ def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, 
                  "lora_stock_dropout": adapted_model(model, "lora", trainer=STOCK),
                  "ft_no_dropout": without_dropout(adapted_model(model, "full_ft")),
                  "lora_no_dropout": without_dropout(adapted_model(model, "lora"))}
-    fns = {k: train_step_fn(net, data, device) for k, net in nets.items()}
+    fns = {k: train_step_fn(net, data, device, amp_dtype=amp_dtype) for k, net in nets.items()}
+    if amp_dtype is not None:
+        fns["lora_fp32"] = train_step_fn(adapted_model(model, "lora"), data, device)
     return interleaved_times(fns, warmup, repeats, device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> dict:
+    """FLOP/s of this machine's dense matrix product in ``dtype``: the best of ``repeats`` timed
+    n×n @ n×n products (2·n³ FLOPs each) after one warm-up, with the run's torch threads."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return {"flops_per_s": 2 * n**3 / best, "n": n, "dtype": str(dtype).removeprefix("torch."),
+            "best_s": best}
 
 
 def checkpointing_supported(model: str) -> bool:
@@ -240,7 +264,8 @@ def _peak_live_bytes(prof) -> int:
 
 
 def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: int,
-                 checkpointing: bool, device: torch.device, kind: str = "rss") -> dict[str, float]:
+                 checkpointing: bool, device: torch.device, kind: str = "rss",
+                 precision: str = "fp32") -> dict[str, float]:
     """MiB that training adds above the loaded model (gradients, AdamW's two moments,
     activations). Call in a fresh process: a process's peak never goes down.
 
@@ -250,11 +275,15 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
     returned its free heap pages (``malloc_trim(0)``; CPU only): what of the peak was freed
     memory the allocator kept. ``kind="tensors"``: ``tensor_mib``, the peak of live tensor bytes
     the steps allocate (CPU: the profiler's memory events; CUDA: peak allocated). Profiling costs
-    memory of its own, hence one kind a process.
+    memory of its own, hence one kind a process. ``precision``: the autocast dtype's name
+    (``fp32``, ``bf16``, ``fp16``).
     """
+    from lora_exp.runtime import PRECISIONS
+
     net = adapted_model(model, method, trainer=(
         f"trainer.gradient_checkpointing={str(checkpointing).lower()}",)).to(device)
-    step = train_step_fn(net, batch(net, batch_size, seq_len), device)
+    step = train_step_fn(net, batch(net, batch_size, seq_len), device,
+                         amp_dtype=PRECISIONS[precision])
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -18,8 +18,9 @@ changes how the mask is drawn and applied:
 
 The random stream is not ``nn.Dropout``'s, so a run's masks differ from a stock HF run's (as they
 differ between any two seeds); the distribution does not. ``trainer.fast_dropout=false`` gives
-the stock stream. Off the CPU (CUDA has fused dropout kernels), in evaluation, or for p = 0,
-everything falls through to PyTorch / HF unchanged.
+the stock stream. Under bf16 autocast the masks are the same (they depend on the RNG only) and
+attention runs in the dtype of q (bf16). Off the CPU (CUDA has fused dropout kernels), in
+evaluation, or for p = 0, everything falls through to PyTorch / HF unchanged.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ class _Dropout(torch.autograd.Function):
 
 
 def _cpu_float(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.is_floating_point() and not torch.is_autocast_enabled("cpu")
+    return x.device.type == "cpu" and x.is_floating_point()
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -93,8 +94,11 @@ class _AttentionCore(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, scaling, p):
+    @torch.autocast("cpu", enabled=False)  # computes in q's dtype (bf16 under bf16 autocast), so
+    def forward(ctx, q, k, v, bias, scaling, p):  # the backward's products match the saved dtypes
         B, H, L, d = q.shape
+        k, v = k.to(q.dtype), v.to(q.dtype)
+        bias = None if bias is None else bias.to(q.dtype)
         S = k.shape[2]
         qs = q.reshape(B * H, L, d) * scaling
         k3, v3 = k.reshape(B * H, S, d), v.reshape(B * H, S, d)

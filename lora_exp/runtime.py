@@ -40,10 +40,34 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX tiles). Without either,
+    oneDNN emulates bf16 products and a bf16 step is slower than an fp32 one."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, or None for fp32. ``auto``: bf16 on CUDA when supported, else fp16; CPU fp32."""
-    if device.type != "cuda" or name == "fp32":
-        return None
+    """Autocast dtype of the training forward pass and loss, or None for fp32. Parameters and
+    AdamW's state stay fp32 either way (autocast casts copies for the products).
+
+    ``auto``: on CUDA bf16 where supported, else fp16 (with a grad scaler); on a CPU bf16 when it
+    has native bf16 (:func:`native_bf16`), else fp32. fp16 is CUDA-only: a CPU has no fp16 path
+    worth taking and bf16 needs no loss scaling.
+    """
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else None
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("trainer.precision", name, ["auto", "fp32", "bf16"],
+                          f"fp16 autocast needs CUDA (device is {device.type}); bf16 runs on a CPU")
+    return PRECISIONS[name]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """What a run records: ``fp32``, ``bf16`` or ``fp16``."""
+    return next(k for k, v in PRECISIONS.items() if v == dtype)

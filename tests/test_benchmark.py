@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_quick_benchmark_writes_every_ratio(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--model", "tiny_bert",
                            "--ckpt-model", "tiny_bert", "--second-model", "tiny_bert", "--skip-e2e",
+                           "--precision", "bf16",  # bf16 even where auto would pick fp32
                            "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -19,9 +20,12 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
                 "merged_base_latency_1x16", "merged_base_latency_2x32",  # --quick's shapes
                 "unmerged_base_latency_1x16", "adapter_h_base_latency_1x16", "control_base_latency_1x16",
                 "adapter_l_base_latency_2x32", "ckpt_ratio", "trainable_fraction", "analysis_s",
-                "lora_ft_flops", "lora_ft_step_stock_dropout", "lora_peft_step_stock_dropout", "lora_ft_step_no_dropout", "lora_ft_tensor_mem", "lora_ckpt_ft_tensor_mem"}
+                "lora_ft_flops", "lora_ft_step_stock_dropout", "lora_peft_step_stock_dropout",
+                "lora_ft_step_no_dropout", "lora_ft_tensor_mem", "lora_ckpt_ft_tensor_mem",
+                "bf16_fp32_step", "lora_mfu"}
     second = {"lora_ft_step_tiny_bert", "lora_peft_step_tiny_bert", "lora_ft_flops_tiny_bert",
-              "lora_ft_mem_tiny_bert", "lora_ckpt_ft_mem_tiny_bert"}  # --second-model's figures
+              "lora_ft_mem_tiny_bert", "lora_ckpt_ft_mem_tiny_bert", "bf16_fp32_step_tiny_bert",
+              "lora_mfu_tiny_bert"}  # --second-model's figures
     expected |= second
     assert expected <= set(ratios) and ratios["e2e_vs_hf"] is None
     assert all(ratios[k] > 0 for k in expected)
@@ -30,6 +34,7 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
     # 32-wide model: 0.81 here, 0.675 for MiniLM at 16 × 128).
     assert 0.6 < ratios["lora_ft_flops"] < 0.9
     saved = json.loads((tmp_path / "benchmark.json").read_text())
+    assert saved["precision"] == "bf16" and saved["matmul_peak"]["dtype"] == "bfloat16"
     assert saved["ratios"].keys() == ratios.keys()
     # The checkpoint holds A and B only: its size follows the trainable count (+ a JSON header).
     ck = saved["checkpoint"]
@@ -57,3 +62,17 @@ def test_bad_data_dir_is_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert f"--data-dir={tmp_path} is invalid" in proc.stderr and "sst2/train.tsv" in proc.stderr
     assert not (tmp_path / "out" / "benchmark.json").exists()
+
+
+def test_targets_of_the_second_model():
+    """A second model's figure has the main figure's target unless it has its own."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.run import met, target_of
+
+    suffixes = ("_mpnet_base",)
+    assert target_of("lora_ft_step_mpnet_base", suffixes) == ("<=", 0.67)
+    assert target_of("bf16_fp32_step", suffixes) == ("<=", 0.60)
+    assert target_of("bf16_fp32_step_mpnet_base", suffixes) == ("<=", 0.50)
+    assert met("bf16_fp32_step_mpnet_base", 0.55, suffixes) == "NO"
+    assert met("bf16_fp32_step", 0.55, suffixes) == "yes"
+    assert met("lora_mfu", 0.30) == "NO" and met("lora_mfu", 0.40) == "yes"

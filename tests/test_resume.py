@@ -24,12 +24,14 @@ def _cmd(run_dir: Path, data_dir: Path, *extra: str) -> list[str]:
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
-def test_sigkill_then_resume_is_identical(tmp_path, data_dir):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sigkill_then_resume_is_identical(tmp_path, data_dir, precision):
     ref_dir, crash_dir = tmp_path / "uninterrupted", tmp_path / "crashed"
-    ref = subprocess.run(_cmd(ref_dir, data_dir), cwd=REPO, env=ENV, capture_output=True, text=True)
+    ref = subprocess.run(_cmd(ref_dir, data_dir, f"trainer.precision={precision}"), cwd=REPO, env=ENV,
+                         capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
-    proc = subprocess.Popen(_cmd(crash_dir, data_dir), cwd=REPO, env=ENV,
+    proc = subprocess.Popen(_cmd(crash_dir, data_dir, f"trainer.precision={precision}"), cwd=REPO, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = crash_dir / "checkpoint" / "state.safetensors"
     deadline = time.time() + 120
@@ -45,7 +47,8 @@ def test_sigkill_then_resume_is_identical(tmp_path, data_dir):
         if f.suffix == ".json":
             json.loads(f.read_text())
 
-    res = subprocess.run(_cmd(crash_dir, data_dir, "resume=true"), cwd=REPO, env=ENV,
+    res = subprocess.run(_cmd(crash_dir, data_dir, f"trainer.precision={precision}", "resume=true"),
+                         cwd=REPO, env=ENV,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "resumed from" in res.stdout + res.stderr
@@ -53,6 +56,7 @@ def test_sigkill_then_resume_is_identical(tmp_path, data_dir):
     a = json.loads((ref_dir / "summary.json").read_text())
     b = json.loads((crash_dir / "summary.json").read_text())
     assert b["status"] == "ok" and a["metrics"] == b["metrics"]
+    assert a["precision"] == b["precision"] == precision
     assert (ref_dir / "metrics.jsonl").read_text() == (crash_dir / "metrics.jsonl").read_text()
     wa = load_file(str(ref_dir / "adapter_model.safetensors"))
     wb = load_file(str(crash_dir / "adapter_model.safetensors"))
