@@ -1,6 +1,7 @@
 """Where and how a run computes: the seeds, the device, the autocast precision, quiet libraries."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -9,6 +10,8 @@ import torch
 
 from lora_exp import dist
 from lora_exp.errors import ConfigError
+
+log = logging.getLogger("lora_exp")
 
 
 def quiet_libraries() -> None:
@@ -71,3 +74,13 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 def precision_name(dtype: torch.dtype | None) -> str:
     """What a run records: ``fp32``, ``bf16`` or ``fp16``."""
     return next(k for k, v in PRECISIONS.items() if v == dtype)
+
+
+def pick_compute(tcfg) -> tuple[torch.device, torch.dtype | None]:
+    """``trainer.device`` and ``trainer.precision`` resolved (and logged): the device and the
+    autocast dtype of the training steps."""
+    device = pick_device(tcfg.device)
+    amp_dtype = pick_precision(tcfg.precision, device)
+    log.info("device %s · training precision %s (trainer.precision=%s)", device,
+             precision_name(amp_dtype), tcfg.precision)
+    return device, amp_dtype

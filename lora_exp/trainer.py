@@ -31,8 +31,7 @@ from lora_exp.models import build_model, describe, load_tokenizer, model_dropout
 from lora_exp.optim import StepPlan, clip_and_step, lr_lambda, make_optimizer
 from lora_exp.params import count_params, set_trainable
 from lora_exp.runlog import Tracker, git_sha, write_json
-from lora_exp.runtime import (pick_device, pick_precision, precision_name, quiet_libraries,
-                              seed_everything)
+from lora_exp.runtime import pick_compute, precision_name, quiet_libraries, seed_everything
 from lora_exp.schema import method_identity
 from lora_exp.selection import protocol, selecting_key, summarize
 from lora_exp.spec import ModelSpec
@@ -144,10 +143,7 @@ def train(cfg, out_dir: Path) -> dict:
     for split in [*([] if eval_only else ["train"]), *task.eval_splits]:
         check_split_file(task, data_dir, split)  # missing data fails before the model is loaded
     seed_everything(cfg.seed)
-    device = pick_device(tcfg.device)
-    amp_dtype = pick_precision(tcfg.precision, device)
-    log.info("device %s · training precision %s (trainer.precision=%s)", device,
-             precision_name(amp_dtype), tcfg.precision)
+    device, amp_dtype = pick_compute(tcfg)
 
     # Set-up: the adapted model, the data, the optimizer, the evaluator.
     tokenizer = load_tokenizer(cfg.model)
