@@ -21,7 +21,7 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
 * ``ckpt_ratio``: LoRA checkpoint bytes ÷ full checkpoint bytes (``mpnet_base``: RoBERTa-base
   shape), next to the trainable fraction;
 * ``analysis_s``: seconds of the §7 linear algebra (φ and Table 7) for a 12-layer d=768 model
-  at r=64, q and v (issue target: under 5 s on 2 CPU cores);
+  at r=64, q and v (target: under 5 s on 2 CPU cores);
 * ``e2e_vs_hf``: wall time of a LoRA SST-2 job through ``run.py`` ÷ the same job with
   transformers' Trainer + peft (``benchmarks/hf_trainer_peft.py``, run_glue.py's padding to the
   maximum length), with both dev accuracies; ``e2e_vs_hf_dynamic`` against the Trainer with

@@ -1,4 +1,4 @@
-"""The speed and memory measures of the trainer change no result (issue: performance).
+"""The speed and memory measures of the trainer change no result.
 
 Dynamic padding, gradient checkpointing, merged evaluation and the pruned backward pass must
 give the numbers the plain computation gives; benchmarks/run.py measures what they save.
