@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from lora_exp import dist, export, resume
+from lora_exp.compiled import TrainingSteps, pad_length
 from lora_exp.data import LengthGroupedBatches, collate
 from lora_exp.efficiency import prepare_for_training
 from lora_exp.errors import ConfigError
@@ -90,18 +91,22 @@ def save_trained(cfg, run: Adapted, out_dir: Path) -> None:
                         task.kind, cfg.model.get("hub_id") or cfg.model.name)
 
 
-def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg) -> float:
+def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg,
+               buckets: list[int] | None = None) -> float:
     """One optimizer step over ``group`` (the micro-batches of one accumulation); returns the loss.
 
     Each micro-batch's loss is weighted by its share of the step's rows, so accumulation (and a
-    batch split across DDP ranks) gives the gradient of one big batch.
+    batch split across DDP ranks) gives the gradient of one big batch. ``buckets``: pad each
+    micro-batch up to the nearest of these lengths (``trainer.compile``) instead of its longest.
     """
     n_rows = sum(len(b) for b in group)
     world, rank = dist.world_size(), dist.rank()
     total = 0.0
     for idx in group:
         local = idx[rank::world]  # this rank's share of the batch (all of it without DDP)
-        batch = {k: v.to(device) for k, v in collate(ds, local, pad_id).items()}
+        pad_to = None if buckets is None else pad_length(
+            max(map(len, ds[local.tolist()]["input_ids"])), buckets)
+        batch = {k: v.to(device) for k, v in collate(ds, local, pad_id, pad_to).items()}
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = model(**batch).loss
         weight = len(local) * world / n_rows  # DDP averages over ranks: undo it with * world
@@ -166,6 +171,7 @@ def train(cfg, out_dir: Path) -> dict:
                          if tcfg.save_trained else None,
                          merge=run.result.mergeable and tcfg.merged_eval)
     ddp_model = dist.wrap(model, device)
+    steps = TrainingSteps.from_cfg(ddp_model, tcfg)  # trainer.compile: compiled, eager fallback
 
     # The loop: one optimizer step per accumulation group, evaluations and checkpoints by plan.
     model.train()
@@ -174,8 +180,8 @@ def train(cfg, out_dir: Path) -> dict:
         batches = sampler.batches(state.epoch)
         while state.pos < len(batches) and state.step < plan.total:
             group = batches[state.pos:state.pos + tcfg.grad_accum]
-            loss = train_step(ddp_model, group, train_ds, tokenizer.pad_token_id, device, amp_dtype,
-                              opt, scaler, tcfg)
+            loss = steps.run(lambda net: train_step(net, group, train_ds, tokenizer.pad_token_id,
+                                                    device, amp_dtype, opt, scaler, tcfg, steps.buckets))
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {state.step}: stopping; the last "
                                          "good checkpoint is kept (lower trainer.lr or check the data)")
@@ -198,9 +204,11 @@ def train(cfg, out_dir: Path) -> dict:
     if tcfg.save_trained:
         save_trained(cfg, run, out_dir)
     tracker.finish({"trainable": run.params["trainable"], "steps": state.step})
+    if steps.enabled:
+        log.info("trainer.compile: %s", steps.record())
     return {"params": run.params, "metrics": summarize(state.history, task, tcfg.selection),
             "protocol": protocol(cfg, len(state.history), model_dropout(model)), "steps": state.step,
-            "evaluations": len(state.history)}
+            "evaluations": len(state.history), "compile": steps.record()}
 
 
 def run(cfg, out_dir: Path) -> dict:
