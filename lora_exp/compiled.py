@@ -82,9 +82,12 @@ class TrainingSteps:
     """Runs training steps on the compiled model (``trainer.compile``) or the eager one.
 
     Attributes:
-        graphs: how many graphs inductor compiled. Graph breaks (each CPU dropout) split one
-            forward into several graphs, each compiled once per input shape; the backward
-            graphs compile with their forward graph and are not counted apart.
+        graphs: how many forward graphs inductor compiled. Graph breaks (each CPU dropout) split
+            one forward into several graphs, each compiled once per input shape (and again when
+            a guard fails, e.g. HF sets ``config.problem_type`` at the first forward). Each has
+            a backward graph, lowered at its first backward and not counted apart.
+        compile_s: wall seconds of the steps in which something compiled: compilation,
+            forward and backward, plus those steps' own computation.
         shapes: the distinct (rows, length) batch shapes trained compiled; each is a
             recompilation of the model (a smaller last batch of an epoch is one more shape).
     """
@@ -114,12 +117,8 @@ class TrainingSteps:
         return cls(model, enabled, bucket_lengths(tcfg.max_length, tcfg.compile_buckets))
 
     def _backend(self, gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
-        start = time.perf_counter()
         self.graphs += 1
-        try:
-            return inductor(gm, example_inputs)
-        finally:
-            self.compile_s += time.perf_counter() - start
+        return inductor(gm, example_inputs)
 
     def run(self, step: Callable[[nn.Module], float]) -> float:
         """``step(model)``: one optimizer step on the compiled model; on any exception there,
@@ -129,8 +128,12 @@ class TrainingSteps:
             return step(self.model)
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        graphs, start = self.graphs, time.perf_counter()
         try:
-            return step(self.compiled)
+            loss = step(self.compiled)
+            if self.graphs > graphs:
+                self.compile_s += time.perf_counter() - start
+            return loss
         except Exception as e:  # noqa: BLE001  (any failure of the compiled path: redo eagerly)
             self.fell_back, self.error = True, describe(e)
             log.warning("trainer.compile: compiling the training step failed (%s); training "
