@@ -16,8 +16,12 @@ run stays eager from then on and says so in a warning and in ``summary.json``.
 
 The CPU dropout (:mod:`lora_exp.dropout`) draws its masks with numpy, which dynamo cannot
 trace: each dropout is a graph break, so one training step runs as several compiled graphs
-with the masks drawn eagerly in between, from the same torch RNG state as without compile
-(the same masks, the same losses).
+with the masks drawn eagerly in between, from the same torch RNG state as without compile: an
+eager step on the same padded batch draws the same masks and gives the same loss. Against the
+eager trainer's dynamic padding the masks differ (a mask covers the padded positions too, so
+another width draws other numbers): the same distribution, another random stream. Under bf16
+autocast the CPU dropout steps aside for ``F.dropout``, which inductor compiles with its own
+random numbers (again the same distribution, another stream).
 """
 from __future__ import annotations
 
@@ -57,7 +61,7 @@ def inductor(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
     return compile_fx(gm, example_inputs)
 
 
-def describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """``Type: first line`` of the error that made compiling fail (dynamo wraps a backend's own
     error in ``BackendCompilerFailed``: the inner one names the cause)."""
     inner = getattr(error, "inner_exception", None) or error
@@ -135,7 +139,7 @@ class TrainingSteps:
                 self.compile_s += time.perf_counter() - start
             return loss
         except Exception as e:  # noqa: BLE001  (any failure of the compiled path: redo eagerly)
-            self.fell_back, self.error = True, describe(e)
+            self.fell_back, self.error = True, describe_error(e)
             log.warning("trainer.compile: compiling the training step failed (%s); training "
                         "eagerly from this step on", self.error)
         # The failed step may have accumulated part of its gradients: drop them, and replay
