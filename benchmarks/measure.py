@@ -359,3 +359,48 @@ def analysis_seconds(layers: int = 12, d: int = 768, r: int = 64, types: int = 2
     table7_rows(list(W), [B[i] @ A1[i] for i in range(n)], r, generator=g)
     t_t7 = time.perf_counter() - t
     return {"phi_s": t_phi, "table7_s": t_t7, "total_s": t_phi + t_t7, "weights": n, "d": d, "r": r}
+
+
+# ---- trainer.compile: eager vs torch.compile (inductor) LoRA train steps ----------------------
+
+def compiled_step_times(model: str, batch_size: int, seq_len: int, device: torch.device, warmup: int,
+                        repeats: int, amp_dtype: torch.dtype | None = None) -> dict[str, list[float]]:
+    """LoRA train-step seconds per round, eager and compiled (``trainer.compile``: inductor,
+    static shapes, the trainer's CPU dropout as graph breaks), interleaved; two identical
+    models, one step = forward + loss under autocast (``amp_dtype``; None: fp32), backward,
+    clipping, AdamW.
+
+    The compiled model compiles at its first call (and its backward at the first backward), so
+    the first warm-up call's seconds, less a compiled step's median, are its compile time:
+    returned as ``compile_s`` (one value) beside the per-round lists.
+    """
+    from lora_exp.compiled import TrainingSteps
+
+    tcfg = trainer_cfg()
+    nets = {"eager": adapted_model(model, "lora"), "compiled": adapted_model(model, "lora")}
+    data = to(batch(nets["eager"], batch_size, seq_len), device)
+    compiled = TrainingSteps(nets["compiled"].to(device), True, [seq_len])
+
+    def step_fn(net: nn.Module, run: Callable[[Callable[[nn.Module], None]], None]):
+        opt = make_optimizer(net.to(device), tcfg)
+        scaler = torch.amp.GradScaler(enabled=False)
+
+        def step(m: nn.Module) -> None:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = m(**data).loss
+            loss.backward()
+            clip_and_step(m, opt, scaler, tcfg)
+        return lambda: run(step)
+
+    fns = {"eager": step_fn(nets["eager"], lambda step: step(nets["eager"])),
+           "compiled": step_fn(nets["compiled"], compiled.run)}
+    sync(device)
+    t = time.perf_counter()
+    fns["compiled"]()  # compiles the forward and the backward
+    sync(device)
+    first = time.perf_counter() - t
+    times = interleaved_times(fns, warmup, repeats, device)
+    if compiled.fell_back:
+        raise RuntimeError(f"compiling failed: {compiled.error}")
+    return times | {"compile_s": [first - statistics.median(times["compiled"])],
+                    "graphs": [compiled.graphs]}

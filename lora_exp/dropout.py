@@ -37,6 +37,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 ATTENTION = "lora_exp_sdpa"  # the attention implementation name registered with transformers
 
 
+# Under torch.compile the mask is drawn eagerly (a graph break, as numpy must be): traced, dynamo
+# would specialise the graph on each drawn seed and recompile at every step.
+@torch.compiler.disable
 def keep_mask(shape: tuple[int, ...] | torch.Size, p: float,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A CPU tensor of 1s (kept, probability 1 − p, independently per element) and 0s."""

@@ -23,7 +23,8 @@ TRAINER = ("epochs", "max_steps", "batch_size", "eval_batch_size", "grad_accum",
            "weight_decay", "no_decay", "selection", "heldout_size", "betas", "warmup_ratio",
            "warmup_steps", "max_grad_norm", "max_length", "max_train_samples", "max_eval_samples",
            "eval_every", "group_by_length",
-           "gradient_checkpointing", "fast_dropout", "fused_optimizer", "merged_eval", "device",
+           "gradient_checkpointing", "fast_dropout", "fused_optimizer", "compile", "compile_buckets",
+           "merged_eval", "device",
            "precision", "progress", "checkpoint_every", "save_trained")
 LOGGER = {"none": ("name",), "wandb": ("name", "project", "mode")}
 # method.name -> its keys (conf/method/<name>.yaml). The adapter presets (adapter_h, _l, _p, _d)

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from lora_exp import dist, export, resume
+from lora_exp.compiled import TrainingSteps, pad_length
 from lora_exp.data import LengthGroupedBatches, collate
 from lora_exp.efficiency import prepare_for_training
 from lora_exp.errors import ConfigError
@@ -90,18 +91,22 @@ def save_trained(cfg, run: Adapted, out_dir: Path) -> None:
                         task.kind, cfg.model.get("hub_id") or cfg.model.name)
 
 
-def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg) -> float:
+def train_step(model, group, ds, pad_id, device, amp_dtype, opt, scaler, tcfg,
+               buckets: list[int] | None = None) -> float:
     """One optimizer step over ``group`` (the micro-batches of one accumulation); returns the loss.
 
     Each micro-batch's loss is weighted by its share of the step's rows, so accumulation (and a
-    batch split across DDP ranks) gives the gradient of one big batch.
+    batch split across DDP ranks) gives the gradient of one big batch. ``buckets``: pad each
+    micro-batch up to the nearest of these lengths (``trainer.compile``) instead of its longest.
     """
     n_rows = sum(len(b) for b in group)
     world, rank = dist.world_size(), dist.rank()
     total = 0.0
     for idx in group:
         local = idx[rank::world]  # this rank's share of the batch (all of it without DDP)
-        batch = {k: v.to(device) for k, v in collate(ds, local, pad_id).items()}
+        pad_to = None if buckets is None else pad_length(
+            max(map(len, ds[local.tolist()]["input_ids"])), buckets)
+        batch = {k: v.to(device) for k, v in collate(ds, local, pad_id, pad_to).items()}
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = model(**batch).loss
         weight = len(local) * world / n_rows  # DDP averages over ranks: undo it with * world
@@ -122,6 +127,13 @@ def dry_run(cfg) -> dict:
           f"  trainable (no head): {params['trainable']:,}\n  head: {params['head']:,}\n"
           f"  total: {params['total']:,}")
     return {"params": params, "protocol": protocol(cfg, None, model_dropout(model)), "dry_run": True}
+
+
+def check_finite(loss: float, step: int) -> None:
+    """Stop at a NaN or infinite loss, before it reaches the weights or a checkpoint."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss} at step {step}: stopping; the last good "
+                                 "checkpoint is kept (lower trainer.lr or check the data)")
 
 
 def progress_bar(cfg, total: int, step: int) -> tqdm:
@@ -165,6 +177,7 @@ def train(cfg, out_dir: Path) -> dict:
                          if tcfg.save_trained else None,
                          merge=run.result.mergeable and tcfg.merged_eval)
     ddp_model = dist.wrap(model, device)
+    steps = TrainingSteps.from_cfg(ddp_model, tcfg)  # trainer.compile: compiled, eager fallback
 
     # The loop: one optimizer step per accumulation group, evaluations and checkpoints by plan.
     model.train()
@@ -173,11 +186,9 @@ def train(cfg, out_dir: Path) -> dict:
         batches = sampler.batches(state.epoch)
         while state.pos < len(batches) and state.step < plan.total:
             group = batches[state.pos:state.pos + tcfg.grad_accum]
-            loss = train_step(ddp_model, group, train_ds, tokenizer.pad_token_id, device, amp_dtype,
-                              opt, scaler, tcfg)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {state.step}: stopping; the last "
-                                         "good checkpoint is kept (lower trainer.lr or check the data)")
+            loss = steps.run(lambda net: train_step(net, group, train_ds, tokenizer.pad_token_id,
+                                                    device, amp_dtype, opt, scaler, tcfg, steps.buckets))
+            check_finite(loss, state.step)
             sched.step()
             state.advance(loss, tcfg.grad_accum)
             bar.update(1)
@@ -199,8 +210,8 @@ def train(cfg, out_dir: Path) -> dict:
     tracker.finish({"trainable": run.params["trainable"], "steps": state.step})
     return {"params": run.params, "metrics": summarize(state.history, task, tcfg.selection),
             "protocol": protocol(cfg, len(state.history), model_dropout(model)), "steps": state.step,
-            "precision": precision_name(amp_dtype),
-            "evaluations": len(state.history)}
+            "precision": precision_name(amp_dtype), "evaluations": len(state.history),
+            "compile": steps.record()}
 
 
 def run(cfg, out_dir: Path) -> dict:
