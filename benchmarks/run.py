@@ -142,6 +142,15 @@ def e2e_jobs(args, out: Path) -> dict:
     return res
 
 
+def e2e_ratios(e2e: dict) -> dict[str, float]:
+    """run.py's wall time ÷ each Trainer + peft variant's, and the dev-accuracy gaps."""
+    return {"e2e_vs_hf": e2e["run_py_wall_s"] / e2e["hf_max_length_wall_s"],
+            "e2e_vs_hf_dynamic": e2e["run_py_wall_s"] / e2e["hf_dynamic_wall_s"],
+            "e2e_accuracy_gap": abs(e2e["run_py_accuracy"] - e2e["hf_max_length_accuracy"]),
+            "e2e_vs_hf_best": e2e["run_py_wall_s"] / e2e["hf_best_wall_s"],
+            "e2e_best_accuracy_gap": abs(e2e["run_py_accuracy"] - e2e["hf_best_accuracy"])}
+
+
 STEP_RATIOS = (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_lora"),
                ("bf16_fp32_step", "lora", "lora_fp32"),
                ("lora_ft_step_stock_dropout", "lora_stock_dropout", "ft_stock_dropout"),
@@ -184,6 +193,19 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
                                                   if "lora_ckpt" in mem else None)
 
 
+def compiled_vs_eager(args, model: str, results: dict, ratios: dict, noise: dict, device) -> None:
+    """``compiled_eager_step``: LoRA's train step through ``trainer.compile`` ÷ eager, at the
+    benchmark's precision, after compiling (its seconds reported apart)."""
+    q = args.quick
+    comp = measure.compiled_step_times(model, 2 if q else 16, 16 if q else 128, device,
+                                       warmup=1 if q else 2, repeats=2 if q else args.step_repeats,
+                                       amp_dtype=args.amp_dtype)
+    results["compiled_step"] = {**measure.medians({k: comp[k] for k in ("eager", "compiled")}),
+                                "compile_s": comp["compile_s"][0], "graphs": comp["graphs"][0]}
+    r = measure.paired_ratio(comp, "compiled", "eager")
+    ratios["compiled_eager_step"], noise["compiled_eager_step"] = r["ratio"], (r["q1"], r["q3"])
+
+
 def run(args) -> dict:
     device = device_of(args.device)
     q = args.quick
@@ -201,15 +223,19 @@ def run(args) -> dict:
     results["matmul_peak"] = measure.matmul_peak(args.amp_dtype or torch.float32, device,
                                                  n=256 if q else 2048)
 
-    print(f"[1/7] {model}: train step (batch 16 × 128; full FT, LoRA, peft LoRA, references), "
+    print(f"[1/8] {model}: train step (batch 16 × 128; full FT, LoRA, peft LoRA, references), "
           "FLOPs, training memory (fresh processes)", flush=True)
     step_and_memory(args, model, "", results, ratios, noise, device, main=True)
     if args.second_model != "none":
-        print(f"[2/7] {args.second_model}: train step, FLOPs, training memory", flush=True)
+        print(f"[2/8] {args.second_model}: train step, FLOPs, training memory", flush=True)
         step_and_memory(args, args.second_model, f"_{args.second_model}", results, ratios, noise,
                         device, main=False)
 
-    print("[3/7] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
+    print(f"[3/8] {model}: LoRA step compiled (trainer.compile) vs eager, at "
+          f"{args.precision_name}", flush=True)
+    compiled_vs_eager(args, model, results, ratios, noise, device)
+
+    print("[4/8] inference latency: base, merged and unmerged LoRA, AdapterH, AdapterL", flush=True)
     shapes = ([(1, 128, 4 * args.latency_repeats), (16, 256, args.latency_repeats)] if not q
               else [(1, 16, 3), (2, 32, 3)])  # the cheap shape gets more rounds
     lat = measure.latencies(model, shapes, device, warmup=2 if q else 3)
@@ -222,14 +248,14 @@ def run(args) -> dict:
             ratios[f"{name}_base_latency_{shape}"] = r["ratio"]
             noise[f"{name}_base_latency_{shape}"] = (r["q1"], r["q3"])
 
-    print(f"[4/7] checkpoint sizes ({args.ckpt_model})", flush=True)
+    print(f"[5/8] checkpoint sizes ({args.ckpt_model})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ck = measure.checkpoint_bytes(args.ckpt_model, Path(tmp))
     results["checkpoint"] = ck
     ratios["ckpt_ratio"] = ck["lora_bytes"] / ck["full_bytes"]
     ratios["trainable_fraction"] = ck["trainable"] / ck["total"]
 
-    print("[5/7] §7 linear algebra: φ and Table 7 for 12 layers × 2 types, d=768, r=64", flush=True)
+    print("[6/8] §7 linear algebra: φ and Table 7 for 12 layers × 2 types, d=768, r=64", flush=True)
     an = measure.analysis_seconds(**({"layers": 2, "d": 64, "r": 8} if q else {}))
     results["analysis"] = an
     ratios["analysis_s"] = an["total_s"]  # seconds, not a ratio: the target is "< 5 s on 2 cores"
@@ -237,19 +263,14 @@ def run(args) -> dict:
     if args.skip_e2e:
         ratios["e2e_vs_hf"] = None
     else:
-        print(f"[6/7] end-to-end LoRA SST-2 job ({args.e2e_steps} steps): run.py vs Trainer + peft",
+        print(f"[7/8] end-to-end LoRA SST-2 job ({args.e2e_steps} steps): run.py vs Trainer + peft",
               flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            e2e = e2e_jobs(args, Path(tmp))
-        results["e2e"] = e2e
-        ratios["e2e_vs_hf"] = e2e["run_py_wall_s"] / e2e["hf_max_length_wall_s"]
-        ratios["e2e_vs_hf_dynamic"] = e2e["run_py_wall_s"] / e2e["hf_dynamic_wall_s"]
-        ratios["e2e_accuracy_gap"] = abs(e2e["run_py_accuracy"] - e2e["hf_max_length_accuracy"])
-        ratios["e2e_vs_hf_best"] = e2e["run_py_wall_s"] / e2e["hf_best_wall_s"]
-        ratios["e2e_best_accuracy_gap"] = abs(e2e["run_py_accuracy"] - e2e["hf_best_accuracy"])
+            results["e2e"] = e2e_jobs(args, Path(tmp))
+        ratios |= e2e_ratios(results["e2e"])
     results["ratios"] = ratios
     results["benchmark_wall_s"] = time.time() - t0
-    print("[7/7] done", flush=True)
+    print("[8/8] done", flush=True)
     return results
 
 
@@ -322,6 +343,12 @@ def table(results: dict) -> str:
     lines += ["", *_step_and_memory_lines(results, "", results["model"])]
     for suffix in suffixes:
         lines += _step_and_memory_lines(results, suffix, results["second_model"])
+    c = results["compiled_step"]
+    lines.append(f"LoRA step compiled vs eager at {results['precision']} (median s): eager "
+                 f"{c['eager']:.3f}, compiled {c['compiled']:.3f}; compiling took {c['compile_s']:.1f} s "
+                 f"({c['graphs']} graphs). Dense {results['matmul_peak']['dtype']} matmul peak "
+                 f"({results['matmul_peak']['n']}³, best of 5): "
+                 f"{results['matmul_peak']['flops_per_s'] / 1e9:.0f} GFLOP/s.")
     for shape, t in results["latency_s"].items():
         lines.append(f"Forward {shape} (median ms): " + ", ".join(
             f"{k} {v * 1e3:.2f}" for k, v in t.items()) + ".")
