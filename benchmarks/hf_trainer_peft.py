@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     start = time.time()
 
+    import torch
     from datasets import Dataset
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0, seed=args.seed,
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
         disable_tqdm=True, dataloader_num_workers=0, bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),  # the Trainer asks for it to run bf16 on a CPU
         train_sampling_strategy="group_by_length" if args.padding == "dynamic" else "random")
     trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=dev,
                       data_collator=DataCollatorWithPadding(tokenizer),
