@@ -96,9 +96,11 @@ class _AttentionCore(torch.autograd.Function):
     one pass, and the 1/(1 − p) and s factors are applied to the small (L×d) products.
     """
 
+    # Computes in q's dtype (bf16 under bf16 autocast) with autocast off, so that the backward's
+    # products, which run outside autocast, see the dtypes the forward saved.
     @staticmethod
-    @torch.autocast("cpu", enabled=False)  # computes in q's dtype (bf16 under bf16 autocast), so
-    def forward(ctx, q, k, v, bias, scaling, p):  # the backward's products match the saved dtypes
+    @torch.autocast("cpu", enabled=False)
+    def forward(ctx, q, k, v, bias, scaling, p):
         B, H, L, d = q.shape
         k, v = k.to(q.dtype), v.to(q.dtype)
         bias = None if bias is None else bias.to(q.dtype)
