@@ -76,3 +76,14 @@ def test_targets_of_the_second_model():
     assert met("bf16_fp32_step_mpnet_base", 0.55, suffixes) == "NO"
     assert met("bf16_fp32_step", 0.55, suffixes) == "yes"
     assert met("lora_mfu", 0.30) == "NO" and met("lora_mfu", 0.40) == "yes"
+
+
+def test_trainer_reference_job_runs_with_bf16(tmp_path, data_dir):
+    """The Trainer + peft job at its best on a CPU (dynamic padding, length grouping, bf16): the
+    benchmark's e2e_vs_hf_best reference. Two steps: it must run, not learn."""
+    proc = subprocess.run([sys.executable, "benchmarks/hf_trainer_peft.py", "--data-dir", str(data_dir),
+                           "--steps", "2", "--padding", "dynamic", "--bf16", "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["bf16"] is True and result["steps"] == 2 and 0 <= result["dev_accuracy"] <= 1
