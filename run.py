@@ -1,13 +1,17 @@
 """lora-exp entry point: ``python run.py [overrides]`` (Hydra 1.3; see conf/config.yaml)."""
+import json
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import lora_exp  # noqa: F401  (registers the config resolvers)
+from lora_exp import rerun
 from lora_exp.errors import ConfigError
 from lora_exp.trainer import run
 
@@ -19,6 +23,10 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     out_dir = hydra_cfg.runtime.output_dir
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if sweeping:  # a re-run sweep skips finished jobs and resumes interrupted ones
+        previous = rerun_job(cfg, out_dir, hydra_cfg.sweep.dir)
+        if previous is not None:
+            return report(previous, out_dir)
     try:
         summary = run(cfg, out_dir)
     except ConfigError as e:  # bad input: a short message, no traceback
@@ -32,6 +40,29 @@ def main(cfg: DictConfig) -> float | None:
             log.exception("job failed: %s", out_dir)
             return None
         raise
+    return report(summary, out_dir)
+
+
+def rerun_job(cfg: DictConfig, out_dir: str, sweep_dir: str) -> dict | None:
+    """Decide what this sweep job does with what an earlier run left in ``out_dir``
+    (:mod:`lora_exp.rerun`): the earlier summary if the job is skipped; else None, with
+    ``resume`` set when it continues from a checkpoint."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:  # the run itself reports a config that does not resolve
+        return None
+    action, reason = rerun.decide(Path(out_dir), resolved)
+    rerun.record(Path(sweep_dir), Path(out_dir), action, reason)
+    log.info("sweep job %s: %s (%s)", Path(out_dir).name, action, reason)
+    if action == rerun.SKIP:
+        return json.loads((Path(out_dir) / "summary.json").read_text())
+    if action == rerun.RESUME:
+        cfg.resume = True
+    return None
+
+
+def report(summary: dict, out_dir: str) -> float | None:
+    """Print the run directory and the main metric; return the metric (Hydra's job return)."""
     if "metrics" not in summary:  # torchrun ranks other than 0 report nothing
         return None
     log.info("run %s: %s", summary["status"], out_dir)

@@ -1,19 +1,25 @@
-"""Hydra callback: a multirun whose jobs failed exits non-zero, after every job has run.
+"""Hydra callbacks of a multirun.
 
-``run.py`` records a failing job (its ``summary.json`` says ``failed`` and why) and lets the
-sweep go on; this callback then reads every job's summary and ends the command with exit code 1
-if any job failed, so a sweep never looks green when part of it broke.
+* :class:`ExitNonZeroOnFailure`: ``run.py`` records a failing job (its ``summary.json`` says
+  ``failed`` and why) and lets the sweep go on; this callback then reads every job's summary and
+  ends the command with exit code 1 if any job failed, so a sweep never looks green when part
+  of it broke.
+* :class:`ReportReruns`: what the jobs of this invocation did with an earlier run of the same
+  sweep (:mod:`lora_exp.rerun`): how many were skipped, resumed and run.
 """
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from lora_exp import rerun
 
 log = logging.getLogger("lora_exp")
 
@@ -40,3 +46,16 @@ class ExitNonZeroOnFailure(Callback):
                 log.error("job failed: %s: %s", run_dir, reason)
             print(f"{len(bad)} job(s) of the sweep failed (see their summary.json)", file=sys.stderr)
             sys.exit(1)
+
+
+class ReportReruns(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.start = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        done = rerun.actions_since(Path(config.hydra.sweep.dir), getattr(self, "start", 0.0))
+        counts = {a: sum(r["action"] == a for r in done) for a in (rerun.SKIP, rerun.RESUME, rerun.RUN)}
+        print(f"sweep: skipped {counts[rerun.SKIP]} (ok under the same config), resumed "
+              f"{counts[rerun.RESUME]}, ran {counts[rerun.RUN]}")
+        for r in done:
+            log.info("sweep job %s: %s (%s)", r["job"], r["action"], r["reason"])

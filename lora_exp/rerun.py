@@ -1,0 +1,79 @@
+"""What a multirun does with a job directory an earlier run of the same sweep left behind.
+
+Re-running a sweep command into the same sweep directory (after a crash, a preemption, a
+killed session) must not redo finished work. Each job looks at its directory first:
+
+* ``skip``: its ``summary.json`` says ``ok`` under the same resolved config;
+* ``resume``: the run was interrupted (status still ``running``) under the same config and left
+  a training checkpoint (``trainer.checkpoint_every``): it continues from it (``resume=true``);
+* ``run``: anything else: no earlier run, a failed one (its failure may have been fixed since),
+  an interrupted one without a checkpoint, or one made under another config.
+
+Each job appends its decision to ``<sweep dir>/sweep_actions.jsonl``; the multirun callback
+(:mod:`lora_exp.hydra_callbacks`) prints the counts at the end.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from lora_exp.resume import FILE as CHECKPOINT_FILE
+
+SKIP, RESUME, RUN = "skip", "resume", "run"
+ACTIONS_FILE = "sweep_actions.jsonl"
+# Keys that say how to run, not what: a job resumed with resume=true is still the same job.
+_NOT_COMPARED = ("resume",)
+
+
+def _first_difference(old, new, prefix: str = "") -> str | None:
+    """The dotted key of the first value that differs between two resolved configs, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if not prefix and key in _NOT_COMPARED:
+                continue
+            where = f"{prefix}{key}"
+            if key not in old or key not in new:
+                return where
+            found = _first_difference(old[key], new[key], where + ".")
+            if found:
+                return found
+        return None
+    return None if old == new else prefix.rstrip(".")
+
+
+def decide(run_dir: Path, resolved: dict) -> tuple[str, str]:
+    """(action, reason) for a sweep job about to run in ``run_dir`` with config ``resolved``."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return RUN, "no earlier run"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return RUN, "its summary.json is unreadable"
+    differs = _first_difference(summary.get("config") or {}, resolved)
+    if differs:
+        return RUN, f"the earlier run had another config ({differs})"
+    status = summary.get("status")
+    if status == "ok":
+        return SKIP, "ok under the same config"
+    if status == "running" and (Path(run_dir) / CHECKPOINT_FILE).is_file():
+        return RESUME, "interrupted; continues from its checkpoint"
+    return RUN, f"the earlier run is {status}" + (" without a checkpoint" if status == "running" else "")
+
+
+def record(sweep_dir: Path, run_dir: Path, action: str, reason: str) -> None:
+    """Append one job's decision to the sweep's actions file (one short line: atomic append)."""
+    line = json.dumps({"job": Path(run_dir).name, "action": action, "reason": reason,
+                       "time": time.time()})
+    with open(Path(sweep_dir) / ACTIONS_FILE, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def actions_since(sweep_dir: Path, start: float) -> list[dict]:
+    """The decisions jobs recorded at or after ``start`` (this invocation of the sweep)."""
+    path = Path(sweep_dir) / ACTIONS_FILE
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["time"] >= start]

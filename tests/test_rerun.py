@@ -1,0 +1,77 @@
+"""Re-running a sweep into the same directory: finished jobs are skipped, interrupted jobs with a
+checkpoint resume, the rest run again (lora_exp/rerun.py)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lora_exp import rerun
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+def _write(run_dir: Path, status: str, config: dict, checkpoint: bool = False) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps({"status": status, "config": config}))
+    if checkpoint:
+        (run_dir / rerun.CHECKPOINT_FILE).parent.mkdir(parents=True)
+        (run_dir / rerun.CHECKPOINT_FILE).write_bytes(b"")
+
+
+def test_decide_reads_the_earlier_run(tmp_path):
+    cfg = {"rank": 4, "trainer": {"lr": 0.001}, "resume": False}
+    assert rerun.decide(tmp_path / "none", cfg)[0] == rerun.RUN
+    _write(tmp_path / "ok", "ok", cfg)
+    assert rerun.decide(tmp_path / "ok", cfg) == (rerun.SKIP, "ok under the same config")
+    assert rerun.decide(tmp_path / "ok", {**cfg, "resume": True})[0] == rerun.SKIP  # how, not what
+    action, reason = rerun.decide(tmp_path / "ok", {**cfg, "trainer": {"lr": 0.01}})
+    assert action == rerun.RUN and "trainer.lr" in reason
+    _write(tmp_path / "killed", "running", cfg, checkpoint=True)
+    assert rerun.decide(tmp_path / "killed", cfg)[0] == rerun.RESUME
+    _write(tmp_path / "killed_early", "running", cfg)
+    assert rerun.decide(tmp_path / "killed_early", cfg)[0] == rerun.RUN
+    _write(tmp_path / "failed", "failed", cfg, checkpoint=True)
+    assert rerun.decide(tmp_path / "failed", cfg) == (rerun.RUN, "the earlier run is failed")
+
+
+def _sweep(sweep_dir: Path, data_dir: Path) -> list[str]:
+    return [sys.executable, "run.py", "-m", "model=tiny_bert", "trainer=smoke", "rank=1,2,4,8",
+            f"data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}"]
+
+
+def _statuses(sweep_dir: Path) -> dict[str, str]:
+    out = {}
+    for p in sweep_dir.glob("*/summary.json"):
+        try:
+            out[p.parent.name] = json.loads(p.read_text())["status"]
+        except json.JSONDecodeError:  # being written
+            pass
+    return out
+
+
+def test_a_killed_sweep_rerun_skips_the_finished_jobs(tmp_path, data_dir):
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.Popen(_sweep(sweep_dir, data_dir), cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while list(_statuses(sweep_dir).values()).count("ok") < 2 and time.time() < deadline:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = _statuses(sweep_dir)
+    assert sorted(first.values()).count("ok") == 2, first
+    finished = {job for job, status in first.items() if status == "ok"}
+    mtimes = {job: (sweep_dir / job / "summary.json").stat().st_mtime_ns for job in finished}
+
+    again = subprocess.run(_sweep(sweep_dir, data_dir), cwd=REPO, env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "sweep: skipped 2 (ok under the same config), resumed 0, ran 2" in again.stdout
+    assert _statuses(sweep_dir) == {"0": "ok", "1": "ok", "2": "ok", "3": "ok"}
+    for job in finished:  # untouched: not run again
+        assert (sweep_dir / job / "summary.json").stat().st_mtime_ns == mtimes[job]
