@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from lora_exp import dist, export, resume
 from lora_exp.compiled import TrainingSteps, pad_length
-from lora_exp.data import LengthGroupedBatches, collate
+from lora_exp.data import LengthGroupedBatches, collate, row_lengths
 from lora_exp.efficiency import prepare_for_training
 from lora_exp.errors import ConfigError
 from lora_exp.evaluation import Evaluator
@@ -162,7 +162,7 @@ def train(cfg, out_dir: Path) -> dict:
     run = adapt(cfg, family)
     model = run.model.to(device)
     train_ds, eval_sets = family.read_data(task, data_dir, tokenizer, tcfg, eval_only)
-    sampler = LengthGroupedBatches([] if eval_only else [len(x) for x in train_ds["input_ids"]],
+    sampler = LengthGroupedBatches([] if eval_only else row_lengths(train_ds),
                                    tcfg.batch_size, cfg.seed, group_by_length=tcfg.group_by_length)
     plan = StepPlan.from_cfg(tcfg, len(sampler))
     opt = make_optimizer(model, tcfg)

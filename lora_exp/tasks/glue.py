@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 
 from lora_exp import metrics
-from lora_exp.data import LengthGroupedBatches, collate, subset
+from lora_exp.data import collate, eval_batches, row_lengths, subset
 from lora_exp.errors import ConfigError
 from lora_exp.files import check_split_file, fingerprint
 from lora_exp.storage import cached_dataset, tokenizer_id
@@ -132,15 +132,17 @@ def dataset(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: i
 def predict(model, ds: Dataset, tokenizer, batch_size: int, device,
             amp_dtype) -> tuple[np.ndarray, np.ndarray]:
     """(logits, labels) of every row of ``ds``, in order."""
+    batches = eval_batches(row_lengths(ds), batch_size)
     logits, labels = [], []
-    for idx in LengthGroupedBatches([0] * len(ds), batch_size, 0, shuffle=False).batches(0):
+    for idx in batches:
         batch = {k: v.to(device) for k, v in collate(ds, idx, tokenizer.pad_token_id).items()}
         y = batch.pop("labels")
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(**batch).logits
         logits.append(out.float().cpu())
         labels.append(y.cpu())
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    order = np.argsort(np.concatenate(batches), kind="stable")  # back to row order
+    return torch.cat(logits).numpy()[order], torch.cat(labels).numpy()[order]
 
 
 def evaluate(model, eval_sets: dict[str, Dataset], task_cfg, *, tokenizer, batch_size: int, device,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from torch import nn
 
-from lora_exp.data import IGNORE_INDEX, LengthGroupedBatches, collate, subset
+from lora_exp.data import IGNORE_INDEX, collate, eval_batches, row_lengths, subset
 from lora_exp.generate import DecodeOptions, check_decodable, generate, write_predictions
 from lora_exp.errors import ConfigError
 from lora_exp.files import check_split_file, fingerprint
@@ -249,7 +249,7 @@ def lm_loss(model: nn.Module, rows: Dataset, batch_size: int, pad_id: int, devic
             amp_dtype) -> float:
     """Mean cross-entropy per completion token over ``rows``."""
     total, n = 0.0, 0
-    for idx in LengthGroupedBatches([0] * len(rows), batch_size, 0, shuffle=False).batches(0):
+    for idx in eval_batches(row_lengths(rows), batch_size):  # a sum: order-free
         batch = {k: v.to(device) for k, v in collate(rows, idx, pad_id).items()}
         tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # what the loss averages
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -1,10 +1,12 @@
 """LengthGroupedBatches, the trainer's sampler: every row exactly once per epoch, new batches each
-epoch, the same batches for the same seed and epoch (what resume relies on), and the plain
-order without shuffling (what evaluation relies on)."""
+epoch, the same batches for the same seed and epoch (what resume relies on); evaluation's
+length-sorted batches, whose results come back in row order."""
 import numpy as np
 import pytest
+import torch
+from datasets import Dataset
 
-from lora_exp.data import LengthGroupedBatches
+from lora_exp.data import LengthGroupedBatches, eval_batches, row_lengths
 
 SEEDS = range(6)
 # (rows, batch size): n divisible by the batch size, not divisible, smaller than one batch,
@@ -55,12 +57,37 @@ def test_same_seed_and_epoch_give_identical_batches(group_by_length):
 
 
 @pytest.mark.parametrize("n,batch_size", SHAPES)
-def test_no_shuffle_is_the_identity_order(n, batch_size):
-    sampler = LengthGroupedBatches(_lengths(n, 0), batch_size, seed=7, shuffle=False)
-    for epoch in (0, 3):
-        batches = sampler.batches(epoch)
-        assert np.concatenate(batches).tolist() == list(range(n))
-        assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
+def test_eval_batches_cover_every_row_once_sorted_by_length(n, batch_size):
+    lengths = np.asarray(_lengths(n, 0))
+    batches = eval_batches(lengths, batch_size)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(n))
+    assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
+    flat = lengths[np.concatenate(batches)]
+    assert (np.diff(flat) <= 0).all()  # longest first
+
+
+def test_row_lengths_reads_a_subset_through_its_indices():
+    ds = Dataset.from_dict({"input_ids": [[1] * (i % 7 + 1) for i in range(50)]})
+    assert row_lengths(ds).tolist() == [i % 7 + 1 for i in range(50)]
+    sub = ds.select([9, 2, 30])
+    assert row_lengths(sub).tolist() == [len(r) for r in sub["input_ids"]] == [3, 3, 3]
+    sub = ds.select([5, 1, 3])
+    assert row_lengths(sub).tolist() == [6, 2, 4]
+
+
+def test_predict_returns_rows_in_their_order(make_cfg):
+    from lora_exp.models import build_model, load_tokenizer
+    from lora_exp.tasks.glue import predict
+    cfg = make_cfg(["model=tiny_bert"])
+    net = build_model(cfg.model, "cls", 2, seed=0).eval()
+    rng = np.random.default_rng(0)
+    ids = [[101, *rng.integers(1000, 5000, size=int(k)).tolist(), 102] for k in rng.integers(1, 30, 23)]
+    ds = Dataset.from_dict({"input_ids": ids, "labels": list(range(23))})
+    logits, labels = predict(net, ds, load_tokenizer(cfg.model), 4, torch.device("cpu"), None)
+    assert labels.tolist() == list(range(23))
+    with torch.no_grad():
+        one_by_one = torch.cat([net(input_ids=torch.tensor([r])).logits for r in ids]).numpy()
+    np.testing.assert_allclose(logits, one_by_one, rtol=1e-5, atol=1e-5)
 
 
 def test_grouping_puts_similar_lengths_together():
