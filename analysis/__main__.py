@@ -8,6 +8,7 @@ Commands (each takes ``--out DIR``):
   sweep OUTPUTS... --by method|rank,targets   median/mean over seeds per group, table + plot
                           (runs of one protocol only, unless --mix-protocols)
   report OUTPUTS...       subspace + delta-w on the r=8 / r=64 runs, claims checked, report.md
+  lr-grid OUTPUTS...      per method the learning rate best on the held-out slice, curves
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from analysis import collect as collect_mod
-from analysis import sweeps
+from analysis import lr_grid, sweeps
 from analysis.per_layer import subspace_per_layer, subspace_summary, table7_per_layer, table7_summary
 from analysis.report import build
 from analysis.runs import RunError
@@ -45,6 +46,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     except ValueError:
         raise RunError(f"--ranks={args.ranks} is invalid; valid: two ranks 'LOW,HIGH', e.g. 8,64") from None
     build(args.outputs, Path(args.out), low, high)
+
+
+def cmd_lr_grid(args: argparse.Namespace) -> None:
+    print(lr_grid.write_grid(args.outputs, Path(args.out)))
+    print(f"wrote lr_grid.md, lr_grid.csv, lr_choice.csv and curves_<task>.png in {args.out}")
 
 
 def cmd_subspace(args: argparse.Namespace) -> None:
@@ -92,7 +98,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("outputs", nargs="+")
     r.add_argument("--ranks", default="8,64", help="the two ranks compared (the paper's 8,64)")
     r.set_defaults(func=cmd_report)
-    for q in (c, s, d, w, r):
+    g = sub.add_parser("lr-grid", help="per method the learning rate best on the held-out slice")
+    g.add_argument("outputs", nargs="+")
+    g.set_defaults(func=cmd_lr_grid)
+    for q in (c, s, d, w, r, g):
         q.add_argument("--out", required=True, help="folder to write into")
         q.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
     return p

@@ -19,8 +19,9 @@ from lora_exp.selection import protocol
 # too, but it has its own column above.
 PROTOCOL = ["selection", "selected_on", "eval_every", "evaluations", "init_from", "init_checkpoint",
             "model_dropout", "weight_decay", "no_decay", "heldout_size"]
-COLUMNS = ["task", "model", "method", "rank", "targets", "alpha", "seed", "split", "metric",
-           "is_main", "best", "final", "best_step", "heldout", "heldout_step", "nan_evaluations",
+COLUMNS = ["task", "model", "method", "rank", "targets", "alpha", "lr", "seed", "split", "metric",
+           "is_main", "best", "final", "best_step", "final_step", "heldout", "heldout_step",
+           "nan_evaluations",
            "trainable", "head", "wall_s", "status", "error", *PROTOCOL, "run_dir"]
 
 # Metric names older runs wrote, and what the same number is called now. E2E's "NIST" was always
@@ -86,10 +87,12 @@ def rows_of(run_dir: Path) -> list[dict]:
         s = json.loads((run_dir / "summary.json").read_text())
     except (json.JSONDecodeError, OSError) as e:
         return [{"status": "unreadable", "error": str(e), "run_dir": str(run_dir)}]
-    method = (s.get("config") or {}).get("method", {})
+    config = s.get("config") or {}
+    method = config.get("method", {})
     base = {"task": s.get("task"), "model": s.get("model"), "method": s.get("method"),
             "rank": s.get("rank"), "targets": ",".join(method.get("targets", []) or []) or None,
-            "alpha": method.get("alpha"), "seed": s.get("seed"),
+            "alpha": method.get("alpha"), "lr": (config.get("trainer") or {}).get("lr"),
+            "seed": s.get("seed"),
             "trainable": (s.get("params") or {}).get("trainable"),
             "head": (s.get("params") or {}).get("head"), "wall_s": s.get("wall_s"),
             "status": "dry_run" if s.get("dry_run") else s.get("status"),
@@ -110,6 +113,7 @@ def rows_of(run_dir: Path) -> list[dict]:
             rows.append({**base, "split": split, "metric": RENAMED_METRICS.get(name, name),
                          "is_main": main == f"{split}/{name}", "best": value,
                          "final": final.get(name), "best_step": best.get("step"),
+                         "final_step": final.get("step"),
                          "heldout": heldout.get(name), "heldout_step": heldout.get("step"),
                          "nan_evaluations": entry.get("nan_evaluations", no_nans)})
     return rows or [{**base, "split": None, "metric": None, "best": None, "final": None}]
@@ -119,8 +123,8 @@ def collect(roots: list[str | Path]) -> pd.DataFrame:
     rows = [r for run in find_runs(roots) for r in rows_of(run)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     # counts stay integers where some rows have none (paper-selected runs: no held-out step)
-    return df.astype({c: "Int64" for c in ("heldout_step", "nan_evaluations", "evaluations",
-                                            "heldout_size")})
+    return df.astype({c: "Int64" for c in ("best_step", "final_step", "heldout_step",
+                                            "nan_evaluations", "evaluations", "heldout_size")})
 
 
 def write(df: pd.DataFrame, out: Path) -> dict[str, Path]:

@@ -70,16 +70,28 @@ def test_every_experiment_job_fits_the_schema(make_cfg, exp):
 
 
 def test_per_method_settings_reach_only_their_method(make_cfg):
-    pre = make_cfg(["experiment=table2_cpu", "method=prefix_embed"])
-    assert (pre.method.l_p, pre.method.l_i, pre.trainer.lr) == (8, 4, 1e-3)
+    pre = make_cfg(["experiment=table2_cpu", "method=prefix_layer"])
+    assert (pre.method.l_p, pre.method.l_i) == (16, 16)
     ft = make_cfg(["experiment=table2_cpu", "method=full_ft"])
-    assert "l_p" not in ft.method and ft.trainer.lr == 5e-5
+    assert "l_p" not in ft.method and ft.trainer.lr != pre.trainer.lr
+    adapter = make_cfg(["experiment=table2_cpu", "method=adapter_l"])
+    assert (adapter.rank, adapter.method.rank, make_cfg(["experiment=table2_cpu"]).rank) == (16, 16, 8)
+    # the command line still wins over the per-method file: the larger adapter row
+    assert make_cfg(["experiment=table2_cpu", "method=adapter_h", "rank=64"]).method.rank == 64
     lora = make_cfg(["experiment=table3_cpu", "method=lora"])
     assert (lora.method.alpha, lora.method.dropout, lora.trainer.lr) == (32, 0.1, 1e-3)
     layer = make_cfg(["experiment=table3_cpu", "method=prefix_layer"])
     assert (layer.method.l_p, layer.method.l_i) == (8, 8) and "alpha" not in layer.method
     # Without an experiment, nothing is composed for the method.
     assert make_cfg(["method=prefix_embed"]).method.l_p == 256
+
+
+def test_per_task_settings_reach_only_their_task(make_cfg):
+    sst2 = make_cfg(["experiment=table2_cpu", "task=sst2"])
+    assert (sst2.trainer.epochs, sst2.trainer.eval_every, sst2.trainer.checkpoint_every) == (2, 1045, 1045)
+    mrpc = make_cfg(["experiment=table2_cpu", "task=mrpc"])
+    assert (mrpc.trainer.epochs, mrpc.trainer.eval_every, mrpc.trainer.checkpoint_every) == (10, "epoch", None)
+    assert make_cfg(["task=sst2"]).trainer.epochs == 1  # no experiment: nothing composed
 
 
 def test_per_task_table_names_the_tasks_it_has(make_cfg):
