@@ -9,6 +9,7 @@ Commands (each takes ``--out DIR``):
                           (runs of one protocol only, unless --mix-protocols)
   report OUTPUTS...       subspace + delta-w on the r=8 / r=64 runs, claims checked, report.md
   lr-grid OUTPUTS...      per method the learning rate best on the held-out slice, curves
+  paper OUTPUTS...        the results page: each re-measured table and claim, with verdicts
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from analysis import collect as collect_mod
-from analysis import lr_grid, sweeps
+from analysis import lr_grid, results, sweeps
 from analysis.per_layer import subspace_per_layer, subspace_summary, table7_per_layer, table7_summary
 from analysis.report import build
 from analysis.runs import RunError
@@ -51,6 +52,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_lr_grid(args: argparse.Namespace) -> None:
     print(lr_grid.write_grid(args.outputs, Path(args.out)))
     print(f"wrote lr_grid.md, lr_grid.csv, lr_choice.csv and curves_<task>.png in {args.out}")
+
+
+def cmd_paper(args: argparse.Namespace) -> None:
+    print(f"wrote {results.write_page(args.outputs, Path(args.out))}")
 
 
 def cmd_subspace(args: argparse.Namespace) -> None:
@@ -101,7 +106,10 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("lr-grid", help="per method the learning rate best on the held-out slice")
     g.add_argument("outputs", nargs="+")
     g.set_defaults(func=cmd_lr_grid)
-    for q in (c, s, d, w, r, g):
+    pp = sub.add_parser("paper", help="the results page: each re-measured table and claim")
+    pp.add_argument("outputs", nargs="+")
+    pp.set_defaults(func=cmd_paper)
+    for q in (c, s, d, w, r, g, pp):
         q.add_argument("--out", required=True, help="folder to write into")
         q.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
     return p

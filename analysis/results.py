@@ -1,0 +1,114 @@
+"""``python -m analysis paper OUTPUTS --out DIR``: the results page, ``DIR/results.md`` with its
+plots and CSVs, from the run directories under OUTPUTS.
+
+OUTPUTS is read by folder name (the layout the documented commands write,
+``docs/generated/sweeps/<name>``):
+
+* ``table2_cpu*``: the CPU Table 2 runs (``experiment=table2_cpu``);
+* ``lr_grid_cpu``: the learning-rate grid that chose each Table 2 row's rate.
+
+A section whose runs are not there says so, with the command that makes them: the page never
+shows a figure it did not read from a run.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import table2
+from analysis.collect import collect
+from analysis.curves import curves, plot_curves
+from analysis.lr_grid import write_grid
+from analysis.runs import RunError
+
+GRID_COMMANDS = """```bash
+# seed 0, each method at 3 rates (a x3 ladder around its usual range), on MRPC (6 epochs) and an
+# 8,000-row SST-2 subset (3 epochs); two single-thread chains side by side
+G=docs/generated/sweeps/lr_grid_cpu
+MRPC="task=mrpc trainer.epochs=6"
+SST2="task=sst2 trainer.max_train_samples=8000 trainer.epochs=3 trainer.eval_every=epoch trainer.checkpoint_every=null"
+run() { OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu seed=0 trainer.save_trained=false "$@"; }
+for T in mrpc sst2; do
+  [ $T = mrpc ] && B=$MRPC || B=$SST2
+  run method=lora,adapter_h,adapter_l trainer.lr=3e-4,1e-3,3e-3 $B hydra.sweep.dir=$G/${T}_lora_adapters
+  run method=prefix_layer trainer.lr=3e-4,1e-3,3e-3 $B hydra.sweep.dir=$G/${T}_prefix_layer
+  run method=bitfit trainer.lr=1e-3,3e-3,1e-2 $B hydra.sweep.dir=$G/${T}_bitfit
+  run method=full_ft trainer.lr=3e-5,1e-4,3e-4 $B hydra.sweep.dir=$G/${T}_full_ft
+done
+python -m analysis lr-grid $G --out docs/results/lr_grid
+```"""
+TABLE2_COMMANDS = """```bash
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu hydra.sweep.dir=docs/generated/sweeps/table2_cpu
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=adapter_h rank=64 \\
+    hydra.sweep.dir=docs/generated/sweeps/table2_cpu_adapter_h_r64
+python run.py experiment=table2_cpu method=lora task=mrpc seed=0      # one run of the table
+```"""
+
+
+def _folders(outputs: list[Path], prefix: str) -> list[Path]:
+    return sorted(p for root in outputs for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def grid_section(outputs: list[Path], out: Path) -> list[str]:
+    lines = ['<a id="lr-grid"></a>', "", "## Learning rates: the held-out grid", ""]
+    folders = _folders(outputs, "lr_grid_cpu")
+    if not folders:
+        return lines + ["Not run yet. Commands:", "", GRID_COMMANDS, ""]
+    text = write_grid(folders, out / "lr_grid")
+    body = text.split("\n", 2)[2]  # below its own title
+    return lines + [body, "", "Curves: " + ", ".join(
+        f"![{p.stem}](lr_grid/{p.name})" for p in sorted((out / "lr_grid").glob("curves_*.png"))),
+        "", "Commands:", "", GRID_COMMANDS, ""]
+
+
+def table2_section(outputs: list[Path], out: Path) -> list[str]:
+    lines = ['<a id="table2"></a>', "", "## Table 2 at CPU scale (MiniLM-L6, five GLUE tasks)", ""]
+    folders = _folders(outputs, "table2_cpu")
+    df = collect(folders) if folders else pd.DataFrame()
+    rows = table2.main_rows(df) if len(df) else df
+    if not len(rows):
+        return lines + ["Not run yet. Commands:", "", TABLE2_COMMANDS, ""]
+    st = table2.stats(rows)
+    st.to_csv(out / "table2_cpu.csv", index=False)
+    curve = curves(folders)
+    curve = curve.assign(row=[table2.row_label(m, r) for m, r in zip(curve["method"], curve["rank"])])
+    key_of_task = {t: curve[curve["task"] == t]["main"].iloc[0] for t in table2.TASKS if t in set(curve["task"])}
+    plot_curves(curve, key_of_task, out / "table2_curves.png", hue="row")
+    v = table2.verdicts(st)
+    v.to_csv(out / "table2_verdicts.csv", index=False)
+    return lines + [
+        "Median [min–max] over seeds, ×100, (n) runs; ↑k: k runs whose selected evaluation was "
+        "their last (still improving: a lower bound, not converged). trainable excludes the head.", "",
+        "**Paper protocol** (best dev evaluation):", "", table2.markdown(st, "paper"), "",
+        "**Held-out protocol** (dev at the evaluation best on the 500-row held-out slice):", "",
+        table2.markdown(st, "heldout"), "",
+        "The paper's figures for the rows these stand in for (RoBERTa-base/large, docs/paper.md#table2):", "",
+        table2.paper_rows(), "", "Verdicts (seed spread; analysis/table2.py):", "",
+        *table2.verdict_lines(v), "", "Learning curves (dev main metric per epoch, median over seeds, "
+        "seed range shaded): ![curves](table2_curves.png)", "", "Commands:", "", TABLE2_COMMANDS, ""]
+
+
+def write_page(outputs: list[str | Path], out: Path) -> Path:
+    outputs = [Path(o) for o in outputs]
+    for o in outputs:
+        if not o.is_dir():
+            raise RunError(f"{o}: no such folder")
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Results: the paper's claims re-measured at CPU scale", "",
+             f"Written by `python -m analysis paper {' '.join(map(str, outputs))} --out {out}` at "
+             f"commit {commit()}. Every figure below is read from the run directories under those "
+             "folders; the paper's figures from docs/paper.md.", "",
+             *table2_section(outputs, out), *grid_section(outputs, out)]
+    page = out / "results.md"
+    page.write_text("\n".join(lines))
+    return page

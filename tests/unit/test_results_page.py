@@ -1,0 +1,85 @@
+"""The results page: Table 2 at CPU scale under both protocols, runs still improving marked,
+verdicts judged on the seed spread, the paper's figures read from docs/paper.md."""
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.paper_numbers import paper_table, row, value
+from analysis.results import write_page
+from analysis.runs import RunError
+from lora_exp.selection import summarize
+
+
+def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=1000):
+    """A run directory as the trainer writes it, summary made by the trainer's own summarize."""
+    d = root / name
+    d.mkdir(parents=True)
+    history = [{"step": 10 * (i + 1), "epoch": float(i + 1), "dev/accuracy": v, "heldout/accuracy": h}
+               for i, (v, h) in enumerate(zip(dev, heldout))]
+    task_cfg = {"main_metric": "dev/accuracy", "eval_splits": ["dev"]}
+
+    class Cfg(dict):
+        __getattr__ = dict.get
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    (d / "summary.json").write_text(json.dumps({
+        "status": "ok", "task": task, "method": method, "rank": rank, "seed": seed, "model": "minilm",
+        "params": {"trainable": trainable}, "config": {"trainer": {"lr": 1e-3}},
+        "metrics": summarize(history, Cfg(task_cfg), "heldout")}))
+
+
+@pytest.fixture
+def sweeps(tmp_path):
+    t2 = tmp_path / "table2_cpu"
+    for seed in range(3):
+        # mrpc: LoRA and FT overlap; BitFit clearly above LoRA (claim 2 fails there).
+        fake_run(t2, f"lora_mrpc_{seed}", method="lora", rank=8, task="mrpc", seed=seed,
+                 dev=[0.70, 0.80 + seed / 100, 0.78], heldout=[0.7, 0.8, 0.7], trainable=73728)
+        fake_run(t2, f"ft_mrpc_{seed}", method="full_ft", rank=8, task="mrpc", seed=seed,
+                 dev=[0.70, 0.79, 0.81 + seed / 100], heldout=[0.7, 0.8, 0.7])
+        fake_run(t2, f"bitfit_mrpc_{seed}", method="bitfit", rank=8, task="mrpc", seed=seed,
+                 dev=[0.86, 0.90, 0.88], heldout=[0.9, 0.8, 0.7])
+        # rte: FT clearly above LoRA (claim 1 fails), LoRA still rising at its last epoch
+        fake_run(t2, f"lora_rte_{seed}", method="lora", rank=8, task="rte", seed=seed,
+                 dev=[0.50, 0.52, 0.55], heldout=[0.5, 0.5, 0.6], trainable=73728)
+        fake_run(t2, f"ft_rte_{seed}", method="full_ft", rank=8, task="rte", seed=seed,
+                 dev=[0.60, 0.66, 0.65], heldout=[0.6, 0.7, 0.6])
+    return tmp_path
+
+
+def test_table2_section_tables_marks_and_verdicts(sweeps, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    page = write_page([sweeps], out).read_text()
+    st = pd.read_csv(out / "table2_cpu.csv").set_index(["row", "task", "protocol"])
+    # paper protocol = best dev; held-out protocol = dev at the held-out-best evaluation
+    assert st.loc[("lora r=8", "mrpc", "paper"), "median"] == pytest.approx(0.81)
+    assert st.loc[("lora r=8", "mrpc", "heldout"), "median"] == pytest.approx(0.81)
+    assert st.loc[("bitfit", "mrpc", "heldout"), "median"] == pytest.approx(0.86)
+    assert st.loc[("lora r=8", "rte", "paper"), "improving"] == 3  # best at the last epoch
+    assert st.loc[("full_ft", "rte", "paper"), "improving"] == 0
+    assert "55.0 [55.0–55.0] (3) ↑3" in page
+    v = pd.read_csv(out / "table2_verdicts.csv").set_index(["claim", "task", "protocol"])
+    assert v.loc[("LoRA within seed noise of FT", "mrpc", "paper"), "holds"]
+    assert not v.loc[("LoRA within seed noise of FT", "rte", "paper"), "holds"]
+    assert not v.loc[("LoRA ≥ bitfit", "mrpc", "paper"), "holds"]
+    assert "**LoRA within seed noise of FT**: paper selection: holds on 1 of 2 tasks; not on rte" in page
+    assert (out / "table2_curves.png").is_file()
+
+
+def test_the_paper_column_is_the_papers_table_2(sweeps, tmp_path_factory):
+    # transcribed from the paper (Table 2, RoBERTa-base LoRA and FT*; RoBERTa-large AdptH† 6.0M)
+    table = paper_table("table2")
+    assert row(table, "RoB-base LoRA")["SST-2"] == "95.1±.2"
+    assert value(row(table, "RoB-base FT*")["CoLA"]) == 63.6
+    assert value(row(table, "RoB-large AdptH†", params="6.0M")["RTE"]) == 83.4
+    page = write_page([sweeps], tmp_path_factory.mktemp("r")).read_text()
+    assert "| lora r=8 | **RoB-base LoRA** | 0.3M | 95.1±.2 | 89.7±.7 | 63.4±1.2 | 86.6±.7 | 91.5±.2 |" in page
+
+
+def test_a_missing_section_gives_its_commands_not_figures(tmp_path):
+    (tmp_path / "empty").mkdir()
+    page = write_page([tmp_path / "empty"], tmp_path / "out").read_text()
+    assert page.count("Not run yet. Commands:") == 2
+    assert "experiment=table2_cpu" in page
+    with pytest.raises(RunError, match="no such folder"):
+        write_page([tmp_path / "missing"], tmp_path / "out")
