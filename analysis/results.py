@@ -5,7 +5,9 @@ OUTPUTS is read by folder name (the layout the documented commands write,
 ``docs/generated/sweeps/<name>``):
 
 * ``table2_cpu*``: the CPU Table 2 runs (``experiment=table2_cpu``);
-* ``lr_grid_cpu``: the learning-rate grid that chose each Table 2 row's rate.
+* ``lr_grid_cpu``: the learning-rate grid that chose each Table 2 row's rate;
+* ``rank_*``: LoRA rank sweeps (Table 6), ``weight_types_*``: weight types at a matched budget
+  (Table 5), any tasks.
 
 A section whose runs are not there says so, with the command that makes them: the page never
 shows a figure it did not read from a run.
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import table2
+from analysis import table2, tables56
 from analysis.collect import collect
 from analysis.curves import curves, plot_curves
 from analysis.lr_grid import write_grid
@@ -44,6 +46,18 @@ OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu hydra.sweep.dir=docs/ge
 OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=adapter_h rank=64 \\
     hydra.sweep.dir=docs/generated/sweeps/table2_cpu_adapter_h_r64
 python run.py experiment=table2_cpu method=lora task=mrpc seed=0      # one run of the table
+```"""
+
+RANKS_COMMANDS = """```bash
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora task=mrpc rank=1,2,4,8,64 seed=0,1,2 \\
+    hydra.sweep.dir=docs/generated/sweeps/rank_mrpc
+OMP_NUM_THREADS=1 python run.py -m experiment=rank_sweep_sst2 hydra.sweep.dir=docs/generated/sweeps/rank_sweep_sst2
+```"""
+TYPES_COMMANDS = """```bash
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora task=mrpc seed=0,1,2 \\
+    'method.targets=[wq],[wk],[wv],[wo],[wq,wk],[wq,wv],[wq,wk,wv,wo]' "rank='\\${budget_rank:\\${method.targets},8}'" \\
+    hydra.sweep.dir=docs/generated/sweeps/weight_types_mrpc
+OMP_NUM_THREADS=1 python run.py -m experiment=weight_types_sst2 hydra.sweep.dir=docs/generated/sweeps/weight_types_sst2
 ```"""
 
 
@@ -98,6 +112,22 @@ def table2_section(outputs: list[Path], out: Path) -> list[str]:
         "seed range shaded): ![curves](table2_curves.png)", "", "Commands:", "", TABLE2_COMMANDS, ""]
 
 
+def _sweep_section(outputs, out, prefix, title, rows_of, order, verdicts_of, commands) -> list[str]:
+    lines = [f'<a id="{prefix.rstrip("_")}"></a>', "", f"## {title}", ""]
+    folders = _folders(outputs, prefix)
+    df = collect(folders) if folders else pd.DataFrame()
+    rows = rows_of(df) if len(df) else df
+    if not len(rows):
+        return lines + ["Not run yet. Commands:", "", commands, ""]
+    st = table2.stats(rows)
+    st.to_csv(out / f"{prefix.rstrip('_')}.csv", index=False)
+    lines += ["Median [min–max] over seeds, ×100, (n) runs; ↑k as above.", ""]
+    for protocol in table2.PROTOCOLS:
+        lines += [f"**{protocol} selection:**", "", table2.markdown(st, protocol, order), ""]
+    return lines + ["Verdicts:", "", *tables56.verdict_lines(verdicts_of(st)), "", "Commands:", "",
+                    commands, ""]
+
+
 def write_page(outputs: list[str | Path], out: Path) -> Path:
     outputs = [Path(o) for o in outputs]
     for o in outputs:
@@ -108,7 +138,12 @@ def write_page(outputs: list[str | Path], out: Path) -> Path:
              f"Written by `python -m analysis paper {' '.join(map(str, outputs))} --out {out}` at "
              f"commit {commit()}. Every figure below is read from the run directories under those "
              "folders; the paper's figures from docs/paper.md.", "",
-             *table2_section(outputs, out), *grid_section(outputs, out)]
+             *table2_section(outputs, out), *grid_section(outputs, out),
+             *_sweep_section(outputs, out, "rank_", "Table 6 at CPU scale: which rank", tables56.rank_rows,
+                             tables56.by_rank, tables56.rank_verdicts, RANKS_COMMANDS),
+             *_sweep_section(outputs, out, "weight_types_", "Table 5 at CPU scale: which weight types",
+                             tables56.types_rows, tables56.by_types, tables56.types_verdicts,
+                             TYPES_COMMANDS)]
     page = out / "results.md"
     page.write_text("\n".join(lines))
     return page

@@ -42,11 +42,14 @@ def main_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 def stats(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (row, task, protocol): median, min, max, n, and ``improving``: runs whose selected
-    evaluation was their last one (not converged)."""
+    evaluation was their last one (not converged). A protocol the runs did not record (no
+    held-out slice) has no entries."""
     out = []
     for protocol, (value_col, step_col) in PROTOCOLS.items():
         for (label, task), g in rows.groupby(["row", "task"], sort=True):
             v = g[value_col].astype(float)
+            if v.isna().all():
+                continue
             out.append({"row": label, "task": task, "protocol": protocol, "metric": g["metric"].iloc[0],
                         "median": v.median(), "min": v.min(), "max": v.max(), "n": int(v.notna().sum()),
                         "improving": int((g[step_col] == g["final_step"]).sum()),
@@ -61,13 +64,15 @@ def cell(s: pd.Series | None) -> str:
     return f"{100 * s['median']:.1f} [{100 * s['min']:.1f}–{100 * s['max']:.1f}] ({s['n']}){mark}"
 
 
-def markdown(st: pd.DataFrame, protocol: str) -> str:
-    """One protocol's table: a row per CPU row, a column per task, the paper's figure beside."""
+def markdown(st: pd.DataFrame, protocol: str, order=None) -> str:
+    """One protocol's table: a row per CPU row (sorted by ``order``), a column per task."""
     sub = st[st["protocol"] == protocol].set_index(["row", "task"])
-    tasks = [t for t in TASKS if t in set(st["task"])]
+    if sub.empty:
+        return "(no runs recorded this protocol)"
+    tasks = [t for t in TASKS if t in set(sub.index.get_level_values("task"))]
     header = ["row", "trainable", *[f"{t} ({sub.xs(t, level='task')['metric'].iloc[0]})" for t in tasks]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label in sorted(set(sub.index.get_level_values("row")), key=_order):
+    for label in sorted(set(sub.index.get_level_values("row")), key=order or _order):
         trainable = sub.xs(label, level="row")["trainable"].iloc[0]
         cells = [cell(sub.loc[(label, t)]) if (label, t) in sub.index else "—" for t in tasks]
         lines.append(f"| {label} | {trainable:,} | " + " | ".join(cells) + " |")

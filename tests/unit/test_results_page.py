@@ -11,7 +11,7 @@ from analysis.runs import RunError
 from lora_exp.selection import summarize
 
 
-def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=1000):
+def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=1000, targets=("wq", "wv")):
     """A run directory as the trainer writes it, summary made by the trainer's own summarize."""
     d = root / name
     d.mkdir(parents=True)
@@ -24,7 +24,8 @@ def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=10
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     (d / "summary.json").write_text(json.dumps({
         "status": "ok", "task": task, "method": method, "rank": rank, "seed": seed, "model": "minilm",
-        "params": {"trainable": trainable}, "config": {"trainer": {"lr": 1e-3}},
+        "params": {"trainable": trainable},
+        "config": {"trainer": {"lr": 1e-3}, "method": {"targets": list(targets)}},
         "metrics": summarize(history, Cfg(task_cfg), "heldout")}))
 
 
@@ -79,7 +80,26 @@ def test_the_paper_column_is_the_papers_table_2(sweeps, tmp_path_factory):
 def test_a_missing_section_gives_its_commands_not_figures(tmp_path):
     (tmp_path / "empty").mkdir()
     page = write_page([tmp_path / "empty"], tmp_path / "out").read_text()
-    assert page.count("Not run yet. Commands:") == 2
+    assert page.count("Not run yet. Commands:") == 4
     assert "experiment=table2_cpu" in page
     with pytest.raises(RunError, match="no such folder"):
         write_page([tmp_path / "missing"], tmp_path / "out")
+
+
+def test_rank_and_weight_type_sections(tmp_path):
+    for seed in range(3):
+        for r, top in ((1, 0.80), (8, 0.81), (64, 0.70)):  # r=64 clearly below: not flat
+            fake_run(tmp_path / "rank_mrpc", f"r{r}_{seed}", method="lora", rank=r, task="mrpc",
+                     seed=seed, dev=[0.6, top + seed / 100], heldout=[0.5, 0.6])
+        for targets, r, top in ((("wq",), 8, 0.75), (("wq", "wv"), 4, 0.78)):
+            fake_run(tmp_path / "weight_types_mrpc", f"{'_'.join(targets)}_{seed}", method="lora",
+                     rank=r, task="mrpc", seed=seed, dev=[0.6, top + seed / 100], heldout=[0.5, 0.6],
+                     targets=targets)
+    page = write_page([tmp_path], tmp_path / "out").read_text()
+    assert "| r=1 | 1,000 | 81.0 [80.0–82.0] (3) ↑3 |" in page  # best at the last epoch
+    assert "a small r suffices (r = 1 … 64 flat within noise)**, mrpc, paper selection: does not hold " \
+           "(best r=8; outside its range: r=64)" in page
+    assert "more weight types at a lower rank beat one type at a higher rank**, mrpc, paper selection: " \
+           "holds (wq,wv (r=4) 79.0 vs wq (r=8) 76.0; beyond seed noise)" in page
+    # rows ordered by rank, not as text (r=64 after r=8)
+    assert page.index("| r=8 |") < page.index("| r=64 |")
