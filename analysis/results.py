@@ -7,7 +7,9 @@ OUTPUTS is read by folder name (the layout the documented commands write,
 * ``table2_cpu*``: the CPU Table 2 runs (``experiment=table2_cpu``);
 * ``lr_grid_cpu``: the learning-rate grid that chose each Table 2 row's rate;
 * ``rank_*``: LoRA rank sweeps (Table 6), ``weight_types_*``: weight types at a matched budget
-  (Table 5), any tasks.
+  (Table 5), any tasks; §7 runs on the r=8 / r=64 runs of the first ``rank_*`` folder that has
+  their adapters;
+* ``table3_cpu``: the CPU Table 3 runs (greedy), ``table3_cpu_beam``: their beam-10 decodings.
 
 A section whose runs are not there says so, with the command that makes them: the page never
 shows a figure it did not read from a run.
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import table2, tables56
+from analysis import table2, table3, tables56
+from analysis.report import build as build_report
 from analysis.collect import collect
 from analysis.curves import curves, plot_curves
 from analysis.lr_grid import write_grid
@@ -58,6 +61,19 @@ OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora task=mrpc s
     'method.targets=[wq],[wk],[wv],[wo],[wq,wk],[wq,wv],[wq,wk,wv,wo]' "rank='\\${budget_rank:\\${method.targets},8}'" \\
     hydra.sweep.dir=docs/generated/sweeps/weight_types_mrpc
 OMP_NUM_THREADS=1 python run.py -m experiment=weight_types_sst2 hydra.sweep.dir=docs/generated/sweeps/weight_types_sst2
+```"""
+
+TABLE3_COMMANDS = """```bash
+OMP_NUM_THREADS=1 python run.py -m experiment=table3_cpu hydra.sweep.dir=docs/generated/sweeps/table3_cpu
+for J in 0:lora 1:full_ft; do   # beam 10 from the trained parameters of jobs 0 (LoRA) and 1 (FT)
+  OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=${J#*:} trainer.max_steps=0 \\
+      init_from=docs/generated/sweeps/table3_cpu/${J%:*} init_checkpoint=final task.decoding.greedy=false \\
+      hydra.run.dir=docs/generated/sweeps/table3_cpu_beam/${J#*:}
+done
+```"""
+SECTION7_COMMANDS = """```bash
+# the MRPC rank sweep above, with its r=8 and r=64 adapters, then
+python -m analysis report docs/generated/sweeps/rank_mrpc --out docs/results/section7
 ```"""
 
 
@@ -128,7 +144,36 @@ def _sweep_section(outputs, out, prefix, title, rows_of, order, verdicts_of, com
                     commands, ""]
 
 
-def write_page(outputs: list[str | Path], out: Path) -> Path:
+def table3_section(outputs: list[Path], out: Path) -> list[str]:
+    lines = ['<a id="table3"></a>', "", "## Table 3 at CPU scale (SmolLM2-135M, E2E test)", ""]
+    folders = _folders(outputs, "table3_cpu")
+    df = collect(folders) if folders else pd.DataFrame()
+    table = table3.means(df) if len(df) else pd.DataFrame()
+    if not len(table):
+        return lines + ["Not run yet. Commands:", "", TABLE3_COMMANDS, ""]
+    table.to_csv(out / "table3_cpu.csv", index=False)
+    return lines + ["Mean over seeds (n runs) on the whole test set, every input against all its "
+                    "references; NIST is nltk's (`nist_nltk`, about 1.1 below the paper's mteval "
+                    "NIST on multi-reference data).", "", table3.markdown(table), "",
+                    "The paper's GPT-2 M rows (docs/paper.md#table3):", "", table3.paper_rows(), "",
+                    "Verdicts:", "", *table3.verdict_lines(table), "", "Commands:", "", TABLE3_COMMANDS, ""]
+
+
+def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str]:
+    lines = ['<a id="section7"></a>', "", "## §7 on the converged rank sweep", ""]
+    for folder in _folders(outputs, "rank_"):
+        try:
+            build_report([str(folder)], out / "section7", *ranks)
+        except (RunError, FileNotFoundError):
+            continue  # no r=8 / r=64 pair with adapters here
+        return lines + [f"From `{folder}`: [section7/report.md](section7/report.md) (φ, Table 7 and "
+                        "the claims checked).", "", "Commands:", "", SECTION7_COMMANDS, ""]
+    return lines + [f"Not run yet (no rank sweep with r={ranks[0]} and r={ranks[1]} adapters). Commands:", "",
+                    SECTION7_COMMANDS, ""]
+
+
+def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8, 64)) -> Path:
+    """Write ``out/results.md``; ``ranks``: the two LoRA ranks §7 compares (the paper's 8, 64)."""
     outputs = [Path(o) for o in outputs]
     for o in outputs:
         if not o.is_dir():
@@ -143,7 +188,8 @@ def write_page(outputs: list[str | Path], out: Path) -> Path:
                              tables56.by_rank, tables56.rank_verdicts, RANKS_COMMANDS),
              *_sweep_section(outputs, out, "weight_types_", "Table 5 at CPU scale: which weight types",
                              tables56.types_rows, tables56.by_types, tables56.types_verdicts,
-                             TYPES_COMMANDS)]
+                             TYPES_COMMANDS),
+             *section7(outputs, out, ranks), *table3_section(outputs, out)]
     page = out / "results.md"
     page.write_text("\n".join(lines))
     return page

@@ -262,6 +262,17 @@ def test_report_writes_what_the_single_commands_write(runs, tmp_path):
         assert (tmp_path / mine).read_bytes() == (tmp_path / "report" / reports).read_bytes()
 
 
+def test_results_page_runs_section_7_on_a_rank_sweep(runs, tmp_path):
+    from analysis.results import write_page
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "rank_tiny").symlink_to(runs)
+    page = write_page([tmp_path / "sweeps"], tmp_path / "out", ranks=(2, 4)).read_text()
+    assert "[section7/report.md](section7/report.md)" in page
+    report = (tmp_path / "out" / "section7" / "report.md").read_text()
+    assert report.count("**holds**") + report.count("**does not hold**") == 6
+
+
 def test_report_without_the_needed_runs_is_an_error(runs, tmp_path, capsys):
     assert main(["report", str(runs), "--out", str(tmp_path)]) != 0  # no r=8 / r=64 runs there
     assert "r=8 (one seed) and r=64 (two seeds)" in capsys.readouterr().err

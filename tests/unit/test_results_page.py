@@ -80,7 +80,8 @@ def test_the_paper_column_is_the_papers_table_2(sweeps, tmp_path_factory):
 def test_a_missing_section_gives_its_commands_not_figures(tmp_path):
     (tmp_path / "empty").mkdir()
     page = write_page([tmp_path / "empty"], tmp_path / "out").read_text()
-    assert page.count("Not run yet. Commands:") == 4
+    assert page.count("Not run yet. Commands:") == 5
+    assert "Not run yet (no rank sweep with r=8 and r=64 adapters)" in page
     assert "experiment=table2_cpu" in page
     with pytest.raises(RunError, match="no such folder"):
         write_page([tmp_path / "missing"], tmp_path / "out")
@@ -103,3 +104,30 @@ def test_rank_and_weight_type_sections(tmp_path):
            "holds (wq,wv (r=4) 79.0 vs wq (r=8) 76.0; beyond seed noise)" in page
     # rows ordered by rank, not as text (r=64 after r=8)
     assert page.index("| r=8 |") < page.index("| r=64 |")
+
+
+def fake_nlg_run(root, name, method, bleu, trainable=100):
+    d = root / name
+    d.mkdir(parents=True)
+    scores = {"BLEU": bleu, "nist_nltk": 5.0, "METEOR": 40.0, "ROUGE_L": 60.0, "CIDEr": 1.5 + bleu / 100,
+              "step": 1000, "epoch": 0.2}
+    (d / "summary.json").write_text(json.dumps({
+        "status": "ok", "task": "e2e", "method": method, "rank": 4, "seed": 0, "model": "smollm2",
+        "params": {"trainable": trainable}, "config": {"trainer": {"lr": 1e-3}},
+        "metrics": {"test": {"best": scores, "final": scores}, "main_metric": "test/BLEU"}}))
+
+
+def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
+    for method, bleu in (("lora", 60.0), ("full_ft", 61.5), ("adapter_l", 50.0), ("prefix_layer", 52.0)):
+        fake_nlg_run(tmp_path / "table3_cpu", method, method, bleu)
+    for method, bleu in (("lora", 62.0), ("full_ft", 62.5)):
+        fake_nlg_run(tmp_path / "table3_cpu_beam", method, method, bleu)
+    page = write_page([tmp_path], tmp_path / "out").read_text()
+    assert "| greedy | lora | 100 | 60.0 | 5.00 | 40.0 | 60.0 | 2.10 | 1 |" in page
+    assert "- greedy: LoRA − FT = -1.5 BLEU" in page
+    assert "- greedy: adapter_l > prefix_layer: does not hold (50.0 vs 52.0 BLEU)." in page
+    assert "- greedy: lora > adapter_l: holds (60.0 vs 50.0 BLEU)." in page
+    assert "- beam 10 − greedy, lora: BLEU +2.00" in page
+    # the paper's GPT-2 M rows, transcribed from the paper (Table 3)
+    assert "| lora | **M LoRA** | 0.35M | 70.4±.1 | 8.85±.02 | 46.8±.2 | 71.8±.1 | 2.53±.02 |" in page
+    assert "| adapter_l | M AdapterL* | 0.37M | 66.3 | 8.41 | 45.0 | 69.8 | 2.40 |" in page
