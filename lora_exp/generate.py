@@ -40,6 +40,9 @@ from lora_exp.checks import check_int
 from lora_exp.errors import ConfigError
 
 
+PRECISIONS = ("fp32", "train")  # task.decoding.precision
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """``task.decoding``: beam search, or greedy decoding with ``greedy``."""
@@ -50,6 +53,7 @@ class DecodeOptions:
     max_new_tokens: int
     batch_size: int  # prompts per generate call (each becomes num_beams sequences)
     greedy: bool = False
+    precision: str = "fp32"  # fp32 | train: decode under the training autocast (bf16 on a bf16 run)
 
     @classmethod
     def from_cfg(cls, cfg) -> "DecodeOptions":
@@ -62,7 +66,9 @@ class DecodeOptions:
         opts = cls(num_beams=cfg.num_beams, length_penalty=float(cfg.length_penalty),
                    no_repeat_ngram_size=cfg.no_repeat_ngram_size,
                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                   greedy=bool(cfg.get("greedy", False)))
+                   greedy=bool(cfg.get("greedy", False)), precision=cfg.get("precision", "fp32"))
+        if opts.precision not in PRECISIONS:
+            raise ConfigError("task.decoding.precision", opts.precision, list(PRECISIONS))
         for key, low in (("num_beams", 1), ("max_new_tokens", 1), ("batch_size", 1),
                          ("no_repeat_ngram_size", 0)):
             check_int(f"task.decoding.{key}", getattr(opts, key), low)

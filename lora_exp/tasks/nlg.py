@@ -274,8 +274,11 @@ def evaluate_split(model: nn.Module, ds: NLGEvalSet, task_cfg, *, split: str, fi
         dec = task_cfg.decoding
         if final or dec.get("every_eval", False):
             options = DecodeOptions.from_cfg(dec)
-            preds = generate(model, tokenizer, encode_prompts(tokenizer, ds.contexts), options,
-                             end_id=special_ids(tokenizer)[1], device=device)
+            # fp32 unless asked: a near-tie between two tokens can flip under bf16 rounding
+            autocast = options.precision == "train" and amp_dtype is not None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
+                preds = generate(model, tokenizer, encode_prompts(tokenizer, ds.contexts), options,
+                                 end_id=special_ids(tokenizer)[1], device=device)
             write_predictions(Path(out_dir) / "predictions", split, ds.contexts, preds,
                               ds.references)
             out.update(SCORERS[task_cfg.format](preds, ds.references, ds.seen))

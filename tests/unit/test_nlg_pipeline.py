@@ -254,8 +254,31 @@ def test_prefix_method_e2e_run_decodes_greedily(method, make_cfg, tmp_path, data
     assert len(pred) == 3
 
 
-def test_bad_decoding_value_is_a_config_error(make_cfg, data_dir, tmp_path):
-    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
-                    "task.decoding.num_beams=0"])
-    with pytest.raises(ConfigError, match=r"task\.decoding\.num_beams=0.*>= 1"):
+@pytest.mark.parametrize("override,needle", [
+    ("task.decoding.num_beams=0", r"task\.decoding\.num_beams=0.*>= 1"),
+    ("task.decoding.precision=bf16", r"task\.decoding\.precision='bf16' is invalid.*valid: \['fp32', 'train'\]")])
+def test_bad_decoding_value_is_a_config_error(make_cfg, data_dir, tmp_path, override, needle):
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke", override])
+    with pytest.raises(ConfigError, match=needle):
         trainer_mod.run(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("decoding,expected", [("fp32", None), ("train", torch.bfloat16)])
+def test_decoding_precision_follows_task_decoding_precision(make_cfg, tmp_path, data_dir, monkeypatch,
+                                                            decoding, expected):
+    """Generation runs in fp32 unless task.decoding.precision=train asks for the training autocast."""
+    monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nlg_metrics, "_coco_scores",
+                        lambda preds, refs: {"METEOR": 0.25, "ROUGE_L": 0.5, "CIDEr": 0.75})
+    seen = []
+
+    def fake_generate(model, tokenizer, prompts, options, **_):
+        on = torch.is_autocast_enabled("cpu")
+        seen.append(torch.get_autocast_dtype("cpu") if on else None)
+        return ["a sentence"] * len(prompts)
+    monkeypatch.setattr(nlg, "generate", fake_generate)
+    cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
+                    "trainer.precision=bf16", "trainer.max_steps=1", "trainer.max_eval_samples=2",
+                    "task.decoding.greedy=true", f"task.decoding.precision={decoding}"])
+    assert trainer_mod.run(cfg, tmp_path / "run")["status"] == "ok"
+    assert seen == [expected]
