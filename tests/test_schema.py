@@ -88,9 +88,9 @@ def test_per_method_settings_reach_only_their_method(make_cfg):
 
 def test_per_task_settings_reach_only_their_task(make_cfg):
     sst2 = make_cfg(["experiment=table2_cpu", "task=sst2"])
-    assert (sst2.trainer.epochs, sst2.trainer.eval_every, sst2.trainer.checkpoint_every) == (2, 1045, 1045)
+    assert (sst2.trainer.epochs, sst2.trainer.eval_every, sst2.trainer.checkpoint_every) == (1, 1045, 1045)
     mrpc = make_cfg(["experiment=table2_cpu", "task=mrpc"])
-    assert (mrpc.trainer.epochs, mrpc.trainer.eval_every, mrpc.trainer.checkpoint_every) == (10, "epoch", None)
+    assert (mrpc.trainer.epochs, mrpc.trainer.eval_every, mrpc.trainer.checkpoint_every) == (8, "epoch", None)
     assert make_cfg(["task=sst2"]).trainer.epochs == 1  # no experiment: nothing composed
 
 
