@@ -1,5 +1,6 @@
-"""``python -m analysis paper OUTPUTS --out DIR``: the results page, ``DIR/results.md`` with its
-plots and CSVs, from the run directories under OUTPUTS.
+"""``python -m analysis paper OUTPUTS --out DIR``: the results page, ``DIR.md`` (``--out
+docs/results`` writes ``docs/results.md``), with its plots and CSVs in ``DIR/``, from the run
+directories under OUTPUTS.
 
 OUTPUTS is read by folder name (the layout the documented commands write,
 ``docs/generated/sweeps/<name>``):
@@ -97,7 +98,7 @@ def grid_section(outputs: list[Path], out: Path) -> list[str]:
     text = write_grid(folders, out / "lr_grid")
     body = text.split("\n", 2)[2]  # below its own title
     return lines + [body, "", "Curves: " + ", ".join(
-        f"![{p.stem}](lr_grid/{p.name})" for p in sorted((out / "lr_grid").glob("curves_*.png"))),
+        f"![{p.stem}]({out.name}/lr_grid/{p.name})" for p in sorted((out / "lr_grid").glob("curves_*.png"))),
         "", "Commands:", "", GRID_COMMANDS, ""]
 
 
@@ -125,7 +126,8 @@ def table2_section(outputs: list[Path], out: Path) -> list[str]:
         "The paper's figures for the rows these stand in for (RoBERTa-base/large, docs/paper.md#table2):", "",
         table2.paper_rows(), "", "Verdicts (seed spread; analysis/table2.py):", "",
         *table2.verdict_lines(v), "", "Learning curves (dev main metric per epoch, median over seeds, "
-        "seed range shaded): ![curves](table2_curves.png)", "", "Commands:", "", TABLE2_COMMANDS, ""]
+        f"seed range shaded): ![curves]({out.name}/table2_curves.png)", "", "Commands:", "",
+        TABLE2_COMMANDS, ""]
 
 
 def _sweep_section(outputs, out, prefix, title, rows_of, order, verdicts_of, commands) -> list[str]:
@@ -166,14 +168,15 @@ def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str
             build_report([str(folder)], out / "section7", *ranks)
         except (RunError, FileNotFoundError):
             continue  # no r=8 / r=64 pair with adapters here
-        return lines + [f"From `{folder}`: [section7/report.md](section7/report.md) (φ, Table 7 and "
+        return lines + [f"From `{folder}`: [{out.name}/section7/report.md]({out.name}/section7/report.md) (φ, Table 7 and "
                         "the claims checked).", "", "Commands:", "", SECTION7_COMMANDS, ""]
     return lines + [f"Not run yet (no rank sweep with r={ranks[0]} and r={ranks[1]} adapters). Commands:", "",
                     SECTION7_COMMANDS, ""]
 
 
 def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8, 64)) -> Path:
-    """Write ``out/results.md``; ``ranks``: the two LoRA ranks §7 compares (the paper's 8, 64)."""
+    """Write the page ``out.md`` and its files in ``out/``; ``ranks``: the two LoRA ranks §7
+    compares (the paper's 8 and 64)."""
     outputs = [Path(o) for o in outputs]
     for o in outputs:
         if not o.is_dir():
@@ -190,6 +193,6 @@ def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8
                              tables56.types_rows, tables56.by_types, tables56.types_verdicts,
                              TYPES_COMMANDS),
              *section7(outputs, out, ranks), *table3_section(outputs, out)]
-    page = out / "results.md"
+    page = out.with_suffix(".md")
     page.write_text("\n".join(lines))
     return page
