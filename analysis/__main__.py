@@ -5,6 +5,7 @@ Commands (each takes ``--out DIR``):
   subspace RUN_A RUN_B    φ(A_a, A_b, i, j) per shared layer × weight type (Figs. 3, 4, 6, 7),
                           the Gaussian baseline, and W vs ΔW directions (Fig. 8)
   delta-w RUN             Table 7: ‖U^⊤ W V^⊤‖_F for U, V from ΔW, W and random; amplification
+  spectrum RUN...         per ΔW of FT / FT^Top2 / LoRA runs: effective rank, stable rank, intruders
   sweep OUTPUTS... --by method|rank,targets   median/mean over seeds per group, table + plot
                           (runs of one protocol only, unless --mix-protocols)
   report OUTPUTS...       subspace + delta-w on the r=8 / r=64 runs, claims checked, report.md
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 from analysis import collect as collect_mod
-from analysis import lr_grid, results, sweeps
+from analysis import lr_grid, results, spectrum, sweeps
 from analysis.per_layer import subspace_per_layer, subspace_summary, table7_per_layer, table7_summary
 from analysis.report import build
 from analysis.runs import RunError
@@ -69,6 +70,11 @@ def cmd_delta_w(args: argparse.Namespace) -> None:
     print(table7_summary(table, args.run, args.out))
 
 
+def cmd_spectrum(args: argparse.Namespace) -> None:
+    table = spectrum.spectrum_table(args.runs, args.out, k=args.intruder_k, eps=args.intruder_eps)
+    print(spectrum.spectrum_summary(table, args.out))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +91,16 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("delta-w", help="Table 7 for every adapted weight of a LoRA run (§7.3)")
     d.add_argument("run")
     d.set_defaults(func=cmd_delta_w)
+    sp = sub.add_parser("spectrum", help="effective rank, stable rank and intruder dimensions of "
+                        "ΔW for full_ft, ft_top2 and lora runs")
+    sp.add_argument("runs", nargs="+", metavar="RUN")
+    sp.add_argument("--intruder-k", type=int, default=spectrum.INTRUDER_K,
+                    help="how many top singular vectors of W0+ΔW may be intruders (Shuttleworth "
+                         "et al. 2024: %(default)s)")
+    sp.add_argument("--intruder-eps", type=float, default=spectrum.INTRUDER_EPS,
+                    help="a singular vector whose |cos| with every one of W0's is below this is an "
+                         "intruder (Shuttleworth et al. 2024: %(default)s)")
+    sp.set_defaults(func=cmd_spectrum)
     w = sub.add_parser("sweep", help="median (or mean) over seeds per group and task, table + plot")
     w.add_argument("outputs", nargs="+")
     w.add_argument("--by", default="method", help="comma-separated grouping columns, e.g. rank,targets")
@@ -109,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("paper", help="the results page: each re-measured table and claim")
     pp.add_argument("outputs", nargs="+")
     pp.set_defaults(func=cmd_paper)
-    for q in (c, s, d, w, r, g, pp):
+    for q in (c, s, d, sp, w, r, g, pp):
         q.add_argument("--out", required=True, help="folder to write into")
         q.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
     return p

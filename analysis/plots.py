@@ -1,4 +1,5 @@
-"""Figures for the §7 analysis, each written as a PNG plus the CSV of the data behind it."""
+"""Figures for the §7 analysis and the spectrum of weight updates (:mod:`analysis.spectrum`),
+each written as a PNG plus the CSV of the data behind it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,4 +62,72 @@ def phi_heatmap(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)  # figures are global state in pyplot; a sweep over layers would leak them
+    return path
+
+
+def intruders_by_rank_plot(per_run: pd.DataFrame, path: str | Path, k: int, eps: float) -> Path:
+    """Intruder dimensions against LoRA rank (after Shuttleworth et al. 2024), with its CSV.
+
+    Each LoRA run is a dot at its rank (the median over its matrices), the line joins the
+    median over the runs of each rank; FT runs have no rank, so each FT method is a horizontal
+    line at the median over its runs: the reference LoRA is compared with.
+
+    Args:
+        per_run: one row per run with ``method``, ``rank`` (empty for FT) and
+            ``intruders_median``; written as the CSV beside the PNG.
+        path: where to write the PNG.
+        k, eps: the intruder definition, for the axis label.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    per_run.to_csv(path.with_suffix(".csv"), index=False)
+    lora = per_run[per_run["method"] == "lora"].astype({"rank": float})
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    if not lora.empty:
+        ax.scatter(lora["rank"], lora["intruders_median"], color="C0", alpha=0.6, label="LoRA run")
+        medians = lora.groupby("rank")["intruders_median"].median()
+        ax.plot(medians.index, medians.values, color="C0", marker="o", label="LoRA, median")
+        ax.set_xscale("log", base=2)  # ranks are powers of two in the paper's sweeps
+        ax.set_xticks(medians.index, [str(int(r)) for r in medians.index])
+    for i, (method, runs) in enumerate(per_run[per_run["method"] != "lora"].groupby("method")):
+        ax.axhline(runs["intruders_median"].median(), color=f"C{i + 1}", linestyle="--",
+                   label=f"{method} ({len(runs)} run{'s' * (len(runs) > 1)})")
+    ax.set_ylim(bottom=0)  # counts: zero intruders is the floor FT is read against
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel(f"intruders in top {k} (|cos| < {eps:g})\nmedian over matrices")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def effective_rank_plot(table: pd.DataFrame, path: str | Path) -> Path:
+    """Effective rank (90% of ‖ΔW‖_F²) of every adapted matrix, a box per method / rank, with
+    the matrices as dots over it; the CSV beside the PNG holds the dots.
+
+    Args:
+        table: one row per run × matrix with ``group`` (e.g. ``lora r=4``, ``full_ft``) and
+            ``effective_rank_90``.
+        path: where to write the PNG.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = [c for c in ("group", "run_dir", "layer", "weight_type", "module", "effective_rank_90")
+            if c in table.columns]
+    table[cols].to_csv(path.with_suffix(".csv"), index=False)
+    # LoRA by increasing rank first, then the FT methods: the order the ranks grow towards FT.
+    order = sorted(table["group"].unique(), key=lambda g: (not g.startswith("lora r="),
+                   int(g.split("=")[1]) if g.startswith("lora r=") else 0, g))
+    data = [table.loc[table["group"] == g, "effective_rank_90"].to_numpy() for g in order]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(order) + 1.5), 3.8))
+    ax.boxplot(data, showfliers=False)  # the dots show every matrix, outliers included
+    rng = np.random.default_rng(0)  # fixed jitter: the same figure on every run
+    for i, values in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=10, alpha=0.5, color="C0")
+    ax.set_xticks(range(1, len(order) + 1), order)
+    ax.set_ylabel("effective rank of ΔW\n(90% of ‖ΔW‖_F²)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path

@@ -1,7 +1,9 @@
-"""Read what the §7 analyses need from run directories: LoRA factors and the pretrained W.
+"""Read what the §7 analyses need from run directories: LoRA factors, the pretrained W, and the
+fine-tuned W of full fine-tuning runs.
 
 Only the run-directory contract is used: ``summary.json`` (the resolved config) and
-``adapter_model.safetensors`` + ``adapter_config.json`` (the LoRA sites, rank and α).
+``adapter_model.safetensors`` + ``adapter_config.json`` (the LoRA sites, rank and α; for FT and
+FT^Top2 the trained weights themselves).
 Every weight is returned in the paper's (d_out × d_in) layout, GPT-2 ``Conv1D`` slices included.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import NamedTuple
 import torch
 from omegaconf import OmegaConf
 
-from lora_exp.export import CONFIG, read_weights
+from lora_exp.export import CONFIG, WEIGHTS, read_weights
 
 
 class RunError(ValueError):
@@ -100,8 +102,9 @@ def lora_factors(run_dir: Path) -> dict[Key, LoRAFactors]:
     return out
 
 
-def pretrained_weights(run_dir: Path, keys: list[Key]) -> dict[Key, torch.Tensor]:
-    """W0 (d × k) of each adapted weight, from the run's own base model config."""
+def _base_model(run_dir: Path, weight_types: Iterable[str]):
+    """The run's base model, built from its own config, and where each weight of these types
+    sits in it: (model, {Key: TargetRef})."""
     from lora_exp.models import build_model
     from lora_exp.spec import ModelSpec
 
@@ -111,13 +114,46 @@ def pretrained_weights(run_dir: Path, keys: list[Key]) -> dict[Key, torch.Tensor
     model = build_model(cfg.model, kind, cfg.task.num_labels, seed=cfg.seed)
     spec = ModelSpec.from_cfg(cfg.model, kind)
     refs = {Key(r.layer, r.weight_type, _block_module(r.module, spec.blocks, r.layer)): r
-            for r in spec.resolve(model, sorted({k.weight_type for k in keys}))}
-    out = {}
-    for key in keys:
-        ref = refs[key]
-        w = model.get_submodule(ref.module).weight.detach()
-        if ref.fan_in_fan_out:  # HF Conv1D stores (in, out)
-            w = w.T
-        width = w.shape[0] // ref.n_slices
-        out[key] = w[ref.slice_index * width:(ref.slice_index + 1) * width].double()
+            for r in spec.resolve(model, sorted(set(weight_types)))}
+    return model, refs
+
+
+def _paper_layout(w: torch.Tensor, ref) -> torch.Tensor:
+    """A stored weight as the paper's (d_out × d_in) float64 matrix: GPT-2's ``Conv1D`` stores
+    (in, out) and fuses q, k, v, so it is transposed and the weight type's slice taken."""
+    w = w.detach()
+    if ref.fan_in_fan_out:  # HF Conv1D stores (in, out)
+        w = w.T
+    width = w.shape[0] // ref.n_slices
+    return w[ref.slice_index * width:(ref.slice_index + 1) * width].double()
+
+
+def pretrained_weights(run_dir: Path, keys: list[Key]) -> dict[Key, torch.Tensor]:
+    """W0 (d × k) of each adapted weight, from the run's own base model config."""
+    model, refs = _base_model(run_dir, {k.weight_type for k in keys})
+    return {key: _paper_layout(model.get_submodule(refs[key].module).weight, refs[key])
+            for key in keys}
+
+
+def finetuned_weights(run_dir: Path, weight_types: Iterable[str]
+                      ) -> dict[Key, tuple[torch.Tensor, torch.Tensor]]:
+    """(W0, W_tuned), both (d × k) float64, of every weight of these types that the run trained:
+    W0 from the run's base model, W_tuned from its saved parameters (full_ft, ft_top2). Weights
+    the run did not train (FT^Top2's lower blocks) are not in its file and are left out.
+
+    Raises:
+        RunError: no saved parameters, or none of these weight types among them.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / WEIGHTS).is_file():
+        raise RunError(f"{run_dir}: no trained weights ({WEIGHTS} missing; was it run with "
+                       "trainer.save_trained=false, or did it fail?)")
+    tensors = read_weights(run_dir)
+    model, refs = _base_model(run_dir, weight_types)
+    out = {key: (_paper_layout(model.get_submodule(ref.module).weight, ref),
+                 _paper_layout(tensors[f"{ref.module}.weight"], ref))
+           for key, ref in sorted(refs.items()) if f"{ref.module}.weight" in tensors}
+    if not out:
+        raise RunError(f"{run_dir}: its saved parameters hold none of the weights "
+                       f"{sorted(set(weight_types))}")
     return out

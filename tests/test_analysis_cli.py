@@ -268,7 +268,7 @@ def test_results_page_runs_section_7_on_a_rank_sweep(runs, tmp_path):
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "rank_tiny").symlink_to(runs)
     page = write_page([tmp_path / "sweeps"], tmp_path / "out", ranks=(2, 4)).read_text()
-    assert "[section7/report.md](section7/report.md)" in page
+    assert "[out/section7/report.md](out/section7/report.md)" in page
     report = (tmp_path / "out" / "section7" / "report.md").read_text()
     assert report.count("**holds**") + report.count("**does not hold**") == 6
 
@@ -321,3 +321,89 @@ def test_collect_reads_old_runs_nist_as_nist_nltk(tmp_path):
     df = collect([tmp_path])
     assert dict(zip(df["metric"], df["best"])) == {"BLEU": 64.5, "nist_nltk": 5.65}
     assert dict(zip(df["metric"], df["is_main"])) == {"BLEU": True, "nist_nltk": False}
+
+
+@pytest.fixture(scope="module")
+def spectrum_runs(tmp_path_factory, data_dir):
+    """Runs `spectrum` measures (FT^Top2; full FT of the fused GPT-2 Conv1D) or refuses (BitFit)."""
+    return make_runs(tmp_path_factory.mktemp("spectrum_runs"), {
+        "ft_top2": ["method=ft_top2"], "gpt2_ft": ["model=tiny_gpt2", "method=full_ft"],
+        "bitfit": ["method=bitfit"]}, data_dir)
+
+
+@pytest.mark.parametrize("name,r", [("r2", 2), ("r4", 4), ("gpt2", 2)])
+def test_spectrum_of_a_lora_update_stays_within_its_rank(runs, name, r):
+    from analysis.spectrum import run_table
+
+    table = run_table(runs / name)
+    assert sorted(zip(table["layer"], table["weight_type"], table["module"])) \
+        == sorted(lora_factors(runs / name))
+    assert (table["rank"] == r).all()
+    # ΔW = (α/r)·B·A has rank <= r; measuring W0 + ΔW instead would give ~20 of 32.
+    assert table["effective_rank_90"].between(1, r).all()
+    assert (table["stable_rank"] <= r + 1e-9).all()
+
+
+@pytest.mark.parametrize("run_name,saved,key,rows", [
+    ("full_ft", "bert.encoder.layer.0.attention.self.query.weight",
+     Key(0, "wq", "attention.self.query"), slice(None)),
+    # GPT-2: c_attn is a Conv1D (in, 3·out); wv is the third third of its transpose.
+    ("gpt2_ft", "transformer.h.1.attn.c_attn.weight", Key(1, "wv", "attn.c_attn"), slice(64, 96)),
+])
+def test_spectrum_of_ft_is_measured_against_the_pretrained_weights(runs, spectrum_runs, run_name,
+                                                                    saved, key, rows):
+    from analysis.spectrum import norm_ratio, run_table
+    from lora_exp.export import read_weights
+
+    run_dir = (runs if run_name == "full_ft" else spectrum_runs) / run_name
+    table = run_table(run_dir)
+    # FT trains every weight; measured are the four attention types, in both layers.
+    assert sorted(zip(table["layer"], table["weight_type"])) \
+        == [(layer, wt) for layer in (0, 1) for wt in ("wk", "wo", "wq", "wv")]
+    assert table["rank"].isna().all()
+    w_tuned = read_weights(run_dir)[saved].T[rows] if "gpt2" in run_name else read_weights(run_dir)[saved]
+    w0 = pretrained_weights(run_dir, [key])[key]
+    row = table[(table["layer"] == key.layer) & (table["weight_type"] == key.weight_type)].iloc[0]
+    assert row["norm_ratio"] == pytest.approx(norm_ratio(w0, w_tuned.double() - w0), rel=1e-9)
+    assert row["norm_ratio"] > 0
+
+
+def test_spectrum_writes_the_table_and_both_plots(runs, spectrum_runs, tmp_path, capsys):
+    from analysis.spectrum import COLUMNS
+
+    dirs = [runs / "r2", runs / "r4", runs / "full_ft", spectrum_runs / "ft_top2"]
+    assert main(["spectrum", *map(str, dirs), "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "spectrum.csv")
+    assert list(table.columns) == COLUMNS
+    assert table.groupby("method").size().to_dict() == {"lora": 8, "full_ft": 8, "ft_top2": 8}
+    assert table["intruders"].between(0, 10).all() and (table["norm_ratio"] > 0).all()
+    for plot in ("intruders_by_rank", "effective_rank"):
+        assert (tmp_path / f"{plot}.png").stat().st_size > 0
+    per_run = pd.read_csv(tmp_path / "intruders_by_rank.csv")
+    assert sorted(per_run["run_dir"]) == sorted(map(str, dirs))
+    r4 = table[table["run_dir"] == str(runs / "r4")]["intruders"].median()
+    assert per_run.set_index("run_dir").loc[str(runs / "r4"), "intruders_median"] == r4
+    groups = pd.read_csv(tmp_path / "effective_rank.csv").groupby("group").size().to_dict()
+    assert groups == {"lora r=2": 4, "lora r=4": 4, "full_ft": 8, "ft_top2": 8}
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_spectrum_flags_set_the_intruder_definition(runs, tmp_path):
+    assert main(["spectrum", str(runs / "r2"), "--intruder-k", "3", "--intruder-eps", "1.0",
+                 "--out", str(tmp_path)]) == 0
+    # ε = 1 makes every one of the top k an intruder (no singular vector survives exactly).
+    assert (pd.read_csv(tmp_path / "spectrum.csv")["intruders"] == 3).all()
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["bitfit"], ["method=bitfit", "supports the methods full_ft, ft_top2, lora"]),
+    (["ft_top2", "--intruder-k", "0"], ["--intruder-k=0", "valid: k ≥ 1"]),
+    (["no_such_run"], ["not a run directory"]),
+])
+def test_spectrum_errors(spectrum_runs, tmp_path, capsys, args, needles):
+    out = tmp_path / "out"
+    assert main(["spectrum", str(spectrum_runs / args[0]), *args[1:], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert all(n in err for n in needles), err
+    assert not (out / "spectrum.csv").exists()
