@@ -4,6 +4,10 @@ A weight type with several modules per block (``mlp``) gets a row per module: th
 have a ``module`` column and its file names end in the module (``mlp_layer0_output.dense_phi``);
 with one module per weight type (wq, wv ...) neither appears.
 
+``subspace`` also compares a LoRA run with a full fine-tuning run (:func:`subspace_of_updates`):
+LoRA's top-r directions of ΔW against FT's top-r, to ask whether LoRA finds the directions full
+fine-tuning moves.
+
 ``python -m analysis subspace`` / ``delta-w`` and ``report`` share these, so a report's tables
 are exactly what the single commands write. Each function reads the runs (:mod:`analysis.runs`),
 measures with :mod:`analysis.subspace` (φ, §7.2) or :mod:`analysis.delta_w` (Table 7, §7.3),
@@ -22,7 +26,9 @@ from analysis.delta_w import table7_rows
 from analysis.plots import phi_heatmap
 from analysis.runs import (Key, LoRAFactors, RunError, lora_factors, pretrained_weights,
                            several_modules, summary_of)
-from analysis.subspace import grassmann_phi_w_vs_delta, random_baseline, subspace_similarity
+from analysis.spectrum import method_of, updates
+from analysis.subspace import (grassmann_phi_w_vs_delta, phi, random_baseline, right_singular_basis,
+                               subspace_similarity)
 
 
 def run_label(run_dir: str | Path) -> str:
@@ -96,6 +102,8 @@ def subspace_per_layer(run_a: str | Path, run_b: str | Path, out: str | Path, se
         RunError: if a folder is not a LoRA run or the runs share no layer × weight type.
     """
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
+    if "lora" != method_of(run_a) or "lora" != method_of(run_b):
+        return subspace_of_updates(run_a, run_b, out, seed)
     fa, fb = lora_factors(run_a), lora_factors(run_b)
     shared = sorted(set(fa) & set(fb))
     if not shared:
@@ -124,6 +132,48 @@ def subspace_per_layer(run_a: str | Path, run_b: str | Path, out: str | Path, se
                 _title(key, multi, f"{_weight(key)} layer {key.layer} vs ΔW ({la})"))
         rows.append(row)
     phi_heatmap(Phi_rand, out / "random_phi.png", "Gaussian random A, A'", "j", "i")
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "subspace.csv", index=False)
+    return table
+
+
+def subspace_of_updates(run_a: str | Path, run_b: str | Path, out: str | Path,
+                        seed: int = 0) -> pd.DataFrame:
+    """φ between the top-r right-singular directions of ΔW of a LoRA run and of a full
+    fine-tuning run (full_ft, ft_top2), r the LoRA run's rank, for every weight both changed.
+
+    The directions are those of ΔW itself (input space, as §7.2's A), ordered by ΔW's singular
+    values, for both runs: for LoRA they span A's rows. Writes a heatmap + CSV per weight,
+    ``random_phi`` (the Gaussian baseline) and ``subspace.csv``; the row adds φ(r, r), the
+    overlap of the two r-dimensional subspaces, and its random expectation r/k.
+
+    Raises:
+        RunError: neither run is LoRA (r is LoRA's rank), a run of another method, or no
+            weight in common.
+    """
+    run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
+    (ma, ra, da), (mb, rb, db) = updates(run_a), updates(run_b)
+    r = ra or rb
+    if r is None:
+        raise RunError(f"{run_a} ({ma}) and {run_b} ({mb}): comparing directions needs a LoRA "
+                       "run, whose rank r sets how many directions are compared")
+    shared = sorted(set(da) & set(db))
+    if not shared:
+        raise RunError(f"no layer × weight type in common between {run_a} ({ma}) and {run_b} ({mb})")
+    la, lb = f"{ma} {run_label(run_a)}", f"{mb} {run_label(run_b)}"
+    g, multi, rows = torch.Generator().manual_seed(seed), several_modules(shared), []
+    for key in shared:
+        Ua, Ub = (right_singular_basis(d[key][1])[:, :r] for d in (da, db))
+        Phi = phi(Ua, Ub)
+        Phi_rand = random_baseline(Ua.shape[0], r, r, generator=g)[0]
+        phi_heatmap(Phi, f"{out / _stem(key, multi)}_phi.png",
+                    _title(key, multi, f"Δ{_weight(key)} layer {key.layer}: top-{r} directions"),
+                    f"j ({lb})", f"i ({la})")
+        rows.append({**_ids(key, multi), "r_a": r, "r_b": r, "phi_top1": float(Phi[0, 0]),
+                     "phi_random_top1": float(Phi_rand[0, 0]), "expected_random_top1": 1.0 / Ua.shape[0],
+                     "phi_top_r": float(Phi[-1, -1]), "expected_random_top_r": r / Ua.shape[0],
+                     "phi_mean": float(Phi.mean()), "phi_random_mean": float(Phi_rand.mean())})
+    phi_heatmap(Phi_rand, out / "random_phi.png", "Gaussian random directions", "j", "i")
     table = pd.DataFrame(rows)
     table.to_csv(out / "subspace.csv", index=False)
     return table
