@@ -3,11 +3,14 @@
 Commands (each takes ``--out DIR``):
   collect OUTPUTS...      every run under the folders -> runs.csv / runs.parquet / runs.md
   subspace RUN_A RUN_B    φ(A_a, A_b, i, j) per shared layer × weight type (Figs. 3, 4, 6, 7),
-                          the Gaussian baseline, and W vs ΔW directions (Fig. 8)
+                          the Gaussian baseline, and W vs ΔW directions (Fig. 8); with a full
+                          fine-tuning run: LoRA's top-r ΔW directions against FT's
   delta-w RUN             Table 7: ‖U^⊤ W V^⊤‖_F for U, V from ΔW, W and random; amplification
   spectrum RUN...         per ΔW of FT / FT^Top2 / LoRA runs: effective rank, stable rank, intruders
   sweep OUTPUTS... --by method|rank,targets   median/mean over seeds per group, table + plot
-                          (runs of one protocol only, unless --mix-protocols)
+                          (runs of one protocol only, unless --mix-protocols); with --forgetting
+                          the learning-vs-forgetting plot of every forgetting.json under them
+  forgetting RUN...       STS-B zero-shot Spearman / held-out LM loss, base vs tuned model
   report OUTPUTS...       subspace + delta-w on the r=8 / r=64 runs, claims checked, report.md
   lr-grid OUTPUTS...      per method the learning rate best on the held-out slice, curves
   paper OUTPUTS...        the results page: each re-measured table and claim, with verdicts
@@ -19,7 +22,7 @@ import sys
 from pathlib import Path
 
 from analysis import collect as collect_mod
-from analysis import lr_grid, results, spectrum, sweeps
+from analysis import forgetting, lr_grid, results, spectrum, sweeps
 from analysis.per_layer import subspace_per_layer, subspace_summary, table7_per_layer, table7_summary
 from analysis.report import build
 from analysis.runs import RunError
@@ -36,6 +39,9 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out)
+    if args.forgetting:
+        print(sweeps.write_forgetting_sweep(args.outputs, out))
+        return
     print(sweeps.write_sweep(args.outputs, out, args.by.split(","), args.stat,
                              all_metrics=args.all_metrics, scale=args.scale,
                              mix_protocols=args.mix_protocols))
@@ -75,6 +81,26 @@ def cmd_spectrum(args: argparse.Namespace) -> None:
     print(spectrum.spectrum_summary(table, args.out))
 
 
+def cmd_forgetting(args: argparse.Namespace) -> None:
+    table = forgetting.write_forgetting(args.runs, Path(args.out), checkpoint=args.checkpoint,
+                                        data_dir=args.data_dir, lm_probe=args.lm_probe,
+                                        n_texts=args.texts, seed=args.seed)
+    print(forgetting.summary_text(table, Path(args.out)))
+
+
+def forgetting_flags(f: argparse.ArgumentParser) -> None:
+    f.add_argument("runs", nargs="+", metavar="RUN")
+    f.add_argument("--checkpoint", default="best", choices=forgetting.CHECKPOINTS,
+                   help="which trained parameters: best (the reported evaluation's) or final")
+    f.add_argument("--data-dir", default=None,
+                   help="data mirror of the probes (default: each run's own data_dir)")
+    f.add_argument("--lm-probe", default="webnlg", choices=sorted(forgetting.LM_PROBES),
+                   help="decoder runs: whose test references the LM loss is measured on")
+    f.add_argument("--texts", type=int, default=forgetting.N_TEXTS,
+                   help="decoder runs: how many references (a subset seeded by --seed)")
+    f.set_defaults(func=cmd_forgetting)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,7 +108,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("collect", help="run directories -> one tidy table")
     c.add_argument("outputs", nargs="+")
     c.set_defaults(func=cmd_collect)
-    s = sub.add_parser("subspace", help="φ between the A matrices of two LoRA runs (§7.2)")
+    s = sub.add_parser("subspace", help="φ between the A matrices of two LoRA runs (§7.2), or "
+                       "between the top-r ΔW directions of a LoRA run and an FT run")
     s.add_argument("run_a")
     s.add_argument("run_b")
     s.add_argument("--no-w-vs-delta", dest="w_vs_delta", action="store_false",
@@ -114,7 +141,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--mix-protocols", action="store_true",
                    help="pool runs made under different protocols (selection, eval_every, weight "
                         "decay ...; runs.csv has each run's); refused by default")
+    w.add_argument("--forgetting", action="store_true", help="instead: task metric against "
+                   "forgetting of every forgetting.json under the folders (from `forgetting`)")
     w.set_defaults(func=cmd_sweep)
+    f = sub.add_parser("forgetting", help="what each run forgot of its base model: a probe on "
+                       "held-out data before and after fine-tuning (Biderman et al. 2024)")
+    forgetting_flags(f)
     r = sub.add_parser("report", help="the §7 analyses of r=8 / r=64 runs next to the paper's numbers")
     r.add_argument("outputs", nargs="+")
     r.add_argument("--ranks", default="8,64", help="the two ranks compared (the paper's 8,64)")
@@ -125,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("paper", help="the results page: each re-measured table and claim")
     pp.add_argument("outputs", nargs="+")
     pp.set_defaults(func=cmd_paper)
-    for q in (c, s, d, sp, w, r, g, pp):
+    for q in (c, s, d, sp, w, f, r, g, pp):
         q.add_argument("--out", required=True, help="folder to write into")
         q.add_argument("--seed", type=int, default=0, help="seed of the random baselines")
     return p

@@ -102,6 +102,16 @@ def intruders_by_rank_plot(per_run: pd.DataFrame, path: str | Path, k: int, eps:
     return path
 
 
+def group_order(groups) -> list[str]:
+    """Group labels (``lora r=4``, ``adapter_h r=8``, ``full_ft``) in plotting order: LoRA by
+    increasing rank first, then the other methods, each by rank: the order ranks grow towards FT."""
+    def key(g: str):
+        method, _, rank = g.partition(" r=")
+        return (not g.startswith("lora r="), method, int(rank) if rank.isdigit() else 0, g)
+
+    return sorted(groups, key=key)
+
+
 def effective_rank_plot(table: pd.DataFrame, path: str | Path) -> Path:
     """Effective rank (90% of ‖ΔW‖_F²) of every adapted matrix, a box per method / rank, with
     the matrices as dots over it; the CSV beside the PNG holds the dots.
@@ -116,9 +126,7 @@ def effective_rank_plot(table: pd.DataFrame, path: str | Path) -> Path:
     cols = [c for c in ("group", "run_dir", "layer", "weight_type", "module", "effective_rank_90")
             if c in table.columns]
     table[cols].to_csv(path.with_suffix(".csv"), index=False)
-    # LoRA by increasing rank first, then the FT methods: the order the ranks grow towards FT.
-    order = sorted(table["group"].unique(), key=lambda g: (not g.startswith("lora r="),
-                   int(g.split("=")[1]) if g.startswith("lora r=") else 0, g))
+    order = group_order(table["group"].unique())
     data = [table.loc[table["group"] == g, "effective_rank_90"].to_numpy() for g in order]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(order) + 1.5), 3.8))
     ax.boxplot(data, showfliers=False)  # the dots show every matrix, outliers included
@@ -127,6 +135,41 @@ def effective_rank_plot(table: pd.DataFrame, path: str | Path) -> Path:
         ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=10, alpha=0.5, color="C0")
     ax.set_xticks(range(1, len(order) + 1), order)
     ax.set_ylabel("effective rank of ΔW\n(90% of ‖ΔW‖_F²)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def learning_forgetting_plot(table: pd.DataFrame, path: str | Path,
+                             xlabels: dict[str, str]) -> Path:
+    """Learning against forgetting (after Biderman et al. 2024, Fig. 1): each run's task metric
+    (y) against how much of its base model's probe score it lost (x, positive = forgot), one
+    panel per task × probe, one colour per ``label`` (method and rank); the CSV beside the PNG
+    holds the points.
+
+    Args:
+        table: one row per run with ``label``, ``task``, ``probe``, ``forgetting``,
+            ``task_metric`` and ``task_metric_name`` (analysis.forgetting.find_records).
+        path: where to write the PNG.
+        xlabels: the x-axis label of each probe (what its forgetting is a difference of).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path.with_suffix(".csv"), index=False)
+    colours = {g: f"C{i % 10}" for i, g in enumerate(group_order(table["label"].unique()))}
+    panels = sorted(set(zip(table["task"], table["probe"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (task, probe) in zip(axes[0], panels):
+        sub = table[(table["task"] == task) & (table["probe"] == probe)]
+        for label in (g for g in colours if g in set(sub["label"])):  # legend in group order
+            g = sub[sub["label"] == label]
+            ax.scatter(g["forgetting"], g["task_metric"], color=colours[label], label=label, s=30)
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")  # 0: the base's score kept
+        ax.set_title(f"{task}: learning vs forgetting")
+        ax.set_xlabel(xlabels.get(probe, f"forgetting ({probe})"), fontsize=8)
+        ax.set_ylabel(f"{sub['task_metric_name'].iloc[0]} (task metric)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -27,7 +27,7 @@ from analysis.report import build as build_report
 from analysis.collect import collect
 from analysis.curves import curves, plot_curves
 from analysis.lr_grid import write_grid
-from analysis.runs import RunError
+from analysis.runs import RunError, kind_label
 
 GRID_COMMANDS = """```bash
 # seed 0, each method at 3 rates (a x3 ladder around its usual range), on MRPC (6 epochs) and an
@@ -112,7 +112,7 @@ def table2_section(outputs: list[Path], out: Path) -> list[str]:
     st = table2.stats(rows)
     st.to_csv(out / "table2_cpu.csv", index=False)
     curve = curves(folders)
-    curve = curve.assign(row=[table2.row_label(m, r) for m, r in zip(curve["method"], curve["rank"])])
+    curve = curve.assign(row=[kind_label(m, r) for m, r in zip(curve["method"], curve["rank"])])
     key_of_task = {t: curve[curve["task"] == t]["main"].iloc[0] for t in table2.TASKS if t in set(curve["task"])}
     plot_curves(curve, key_of_task, out / "table2_curves.png", hue="row")
     v = table2.verdicts(st)

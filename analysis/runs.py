@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
@@ -61,6 +62,13 @@ def _block_module(path: str, blocks: str | None, layer: int) -> str:
     """``bert.encoder.layer.3.intermediate.dense`` -> ``intermediate.dense`` (the full path if it
     is not inside ``<blocks>.<layer>``)."""
     return path.removeprefix(f"{blocks}.{layer}.")
+
+
+def kind_label(method: str, rank) -> str:
+    """How tables and figures name a run's kind: ``lora r=8``, ``adapter_h r=64`` for the methods
+    whose size is a rank, else the method (``full_ft``: its config's rank means nothing)."""
+    has_rank = method == "lora" or str(method).startswith("adapter")
+    return f"{method} r={int(rank)}" if has_rank and not pd.isna(rank) else str(method)
 
 
 def summary_of(run_dir: Path) -> dict:

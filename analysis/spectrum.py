@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 
 from analysis.plots import effective_rank_plot, intruders_by_rank_plot
-from analysis.runs import (Key, RunError, finetuned_weights, lora_factors, pretrained_weights,
-                           summary_of)
+from analysis.runs import (Key, RunError, finetuned_weights, kind_label, lora_factors,
+                           pretrained_weights, summary_of)
 
 SUPPORTED = ("full_ft", "ft_top2", "lora")
 # The weight types the paper's LoRA can adapt in attention (§4.2, Table 5): what FT runs are
@@ -179,14 +179,9 @@ def spectrum_table(runs: list[str | Path], out: str | Path, k: int = INTRUDER_K,
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "spectrum.csv", index=False)
     intruders_by_rank_plot(per_run(table), out / "intruders_by_rank.png", k, eps)
-    effective_rank_plot(table.assign(group=table.apply(group_label, axis=1)),
-                        out / "effective_rank.png")
+    kinds = [kind_label(m, r) for m, r in zip(table["method"], table["rank"])]
+    effective_rank_plot(table.assign(group=kinds), out / "effective_rank.png")
     return table
-
-
-def group_label(row: pd.Series) -> str:
-    """How figures name a run's kind: ``lora r=4``, ``full_ft``."""
-    return f"lora r={int(row['rank'])}" if row["method"] == "lora" else row["method"]
 
 
 def per_run(table: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import collect as collect_mod  # noqa: E402
+from analysis import forgetting  # noqa: E402
+from analysis.plots import group_order, learning_forgetting_plot  # noqa: E402
 from analysis.collect import PROTOCOL  # noqa: E402
 from lora_exp.spec import WEIGHT_TYPES  # noqa: E402
 
@@ -238,3 +240,18 @@ def write_sweep(outputs: list[str | Path], out: Path, by: list[str], stat: str =
     x, hue = (by[0], by[1] if len(by) > 1 else None)
     plot(table, x, hue, out / "sweep.png", stat)
     return md
+
+
+def write_forgetting_sweep(outputs: list[str | Path], out: Path) -> str:
+    """``sweep --forgetting``: every ``forgetting.json`` under ``outputs``
+    (``python -m analysis forgetting``) as one learning-vs-forgetting plot,
+    ``learning_vs_forgetting.png`` with its ``.csv``, in ``out``.
+
+    Returns:
+        what was plotted and where.
+    """
+    table = forgetting.find_records(outputs)
+    path = learning_forgetting_plot(table, out / "learning_vs_forgetting.png", forgetting.AXIS)
+    counts = table["label"].value_counts()
+    groups = ", ".join(f"{g} ({counts[g]})" for g in group_order(counts.index))
+    return f"{len(table)} runs: {groups}\nwrote {path} and {path.with_suffix('.csv')}"

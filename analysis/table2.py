@@ -15,6 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.paper_numbers import paper_table, row
+from analysis.runs import kind_label
 
 TASKS = ["sst2", "mrpc", "cola", "rte", "stsb"]
 PAPER_COLUMN = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "rte": "RTE", "stsb": "STS-B"}
@@ -29,15 +30,10 @@ BASELINES = ["full_ft", "bitfit", "adapter_h r=8", "adapter_h r=64", "adapter_l 
 LORA, FT = "lora r=8", "full_ft"
 
 
-def row_label(method: str, rank) -> str:
-    """``lora r=8``, ``adapter_h r=64``; methods without a rank by name."""
-    return f"{method} r={int(rank)}" if method == "lora" or str(method).startswith("adapter") else method
-
-
 def main_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The ok runs' dev main-metric rows of ``collect``, labelled by table row."""
     ok = df[(df["status"] == "ok") & df["is_main"].fillna(False).astype(bool) & (df["split"] == "dev")]
-    return ok.assign(row=[row_label(m, r) for m, r in zip(ok["method"], ok["rank"])])
+    return ok.assign(row=[kind_label(m, r) for m, r in zip(ok["method"], ok["rank"])])
 
 
 def stats(rows: pd.DataFrame) -> pd.DataFrame:

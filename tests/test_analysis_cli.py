@@ -128,12 +128,12 @@ def test_collect_keeps_failed_runs(runs, tmp_path):
 
 
 @pytest.mark.parametrize("case,needle", [
-    ("full_ft", "no LoRA factors: method=full_ft"),
+    ("full_ft", "comparing directions needs a LoRA run"),  # FT vs FT: no rank r to compare
     ("disjoint", "no layer × weight type in common"),
     ("not_a_run", "not a run directory"),
 ])
 def test_subspace_errors(runs, tmp_path, case, needle):
-    a, b = {"full_ft": (runs / "full_ft", runs / "r2"),
+    a, b = {"full_ft": (runs / "full_ft", runs / "full_ft"),
             "disjoint": (runs / "r2", runs / "wk_only"),
             "not_a_run": (tmp_path, runs / "r2")}[case]
     proc = subprocess.run([sys.executable, "-m", "analysis", "subspace", str(a), str(b), "--out",
@@ -407,3 +407,36 @@ def test_spectrum_errors(spectrum_runs, tmp_path, capsys, args, needles):
     assert err.startswith("error: ") and err.count("\n") == 1
     assert all(n in err for n in needles), err
     assert not (out / "spectrum.csv").exists()
+
+
+def test_forgetting_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["forgetting", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path}: not a run directory (no summary.json)\n"
+    assert not (out / "forgetting.json").exists()
+
+
+def test_sweep_forgetting_plots_task_metric_against_forgetting(runs, tmp_path, capsys):
+    for name in ("r2", "full_ft"):  # one forgetting.json per run, found again by the sweep
+        assert main(["forgetting", str(runs / name), "--out", str(tmp_path / "f" / name)]) == 0
+    assert "stsb_zero_shot_spearman before" in capsys.readouterr().out
+    records = [json.loads((tmp_path / "f" / n / "forgetting.json").read_text())[0]
+               for n in ("r2", "full_ft")]
+    assert main(["sweep", str(tmp_path / "f"), "--forgetting", "--out", str(tmp_path / "s")]) == 0
+    table = pd.read_csv(tmp_path / "s" / "learning_vs_forgetting.csv").set_index("run_dir")
+    assert (tmp_path / "s" / "learning_vs_forgetting.png").stat().st_size > 0
+    assert not (tmp_path / "s" / "sweep.md").exists()  # the flag draws this plot instead
+    for rec, label in zip(records, ("lora r=2", "full_ft")):
+        row = table.loc[rec["run_dir"]]
+        assert row["label"] == label and row["probe"] == "stsb_zero_shot_spearman"
+        assert row["forgetting"] == pytest.approx(rec["before"] - rec["after"])
+        assert row["task_metric"] == pytest.approx(rec["task_metric"])
+    assert "2 runs: lora r=2 (1), full_ft (1)" in capsys.readouterr().out
+
+
+def test_sweep_forgetting_without_any_forgetting_json(runs, tmp_path, capsys):
+    assert main(["sweep", str(runs), "--forgetting", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no forgetting.json under {runs}: run `python -m analysis "
+                          "forgetting") and err.count("\n") == 1
