@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.curves import curves, plot_curves
-from analysis.runs import RunError
+from analysis.runs import RunError, kind_label
 from lora_exp.selection import HELDOUT
 
 
@@ -50,6 +50,14 @@ def choose(table: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+def _markdown(table: pd.DataFrame) -> str:
+    """A table as Markdown with the method and its size (``lora r=8``, ``full_ft``) in place of a
+    rank column that means nothing for most methods, and the rate as written (3e-05, not 0.0000)."""
+    kinds = [kind_label(m, r) for m, r in zip(table["method"], table["rank"])]
+    shown = table.assign(method=kinds).drop(columns="rank")
+    return shown.to_markdown(index=False, floatfmt=["g" if c == "lr" else ".4f" for c in shown.columns])
+
+
 def write_grid(roots: list[str | Path], out: Path) -> str:
     """``lr_grid.csv`` (every run), ``lr_choice.csv``, ``lr_grid.md`` and the learning curves
     (``curves_<task>.png``) in ``out``; returns the markdown."""
@@ -66,15 +74,14 @@ def write_grid(roots: list[str | Path], out: Path) -> str:
         both = g.assign(series=g["method"] + " lr=" + g["lr"].map("{:g}".format))
         plot_curves(both, {task: f"{HELDOUT}/{main.split('/', 1)[1]}"}, out / f"curves_{task}.png",
                     hue="series")
+    shown = choice.assign(chosen=choice["chosen"].map({True: "**yes**", False: ""}))
     lines = ["# Learning-rate grid", "",
              "Held-out score: the best held-out main metric over a run's evaluations. The chosen "
              "rate has the highest mean held-out score over the tasks (ties: the smaller rate); "
              "dev figures are shown, never used.", "",
-             choice.assign(chosen=choice["chosen"].map({True: "**yes**", False: ""}))
-             .to_markdown(index=False, floatfmt=".4f"), "",
+             _markdown(shown), "",
              "Every run:", "",
-             table.drop(columns="run_dir").sort_values(["method", "task", "lr"])
-             .to_markdown(index=False, floatfmt=".4f"), ""]
+             _markdown(table.drop(columns="run_dir").sort_values(["method", "task", "lr"])), ""]
     text = "\n".join(lines)
     (out / "lr_grid.md").write_text(text)
     return text
