@@ -46,12 +46,13 @@ done
 python -m analysis lr-grid $G --out docs/results/lr_grid
 ```"""
 TABLE2_COMMANDS = """```bash
-OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu hydra.sweep.dir=docs/generated/sweeps/table2_cpu
-OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=adapter_h rank=64 \\
-    hydra.sweep.dir=docs/generated/sweeps/table2_cpu_adapter_h_r64
+# two halves side by side, one thread each; re-running a command skips its finished jobs
+S=docs/generated/sweeps
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora,adapter_h,adapter_l hydra.sweep.dir=$S/table2_cpu_a
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=adapter_h rank=64 hydra.sweep.dir=$S/table2_cpu_adapter_h_r64
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=full_ft,bitfit,prefix_layer hydra.sweep.dir=$S/table2_cpu_b
 python run.py experiment=table2_cpu method=lora task=mrpc seed=0      # one run of the table
 ```"""
-
 RANKS_COMMANDS = """```bash
 OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora task=mrpc rank=1,2,4,8,64 seed=0,1,2 \\
     hydra.sweep.dir=docs/generated/sweeps/rank_mrpc
