@@ -67,7 +67,10 @@ def plot_curves(curve: pd.DataFrame, key_of_task: dict[str, str], path: Path,
     """One panel per task: ``key_of_task[task]`` (e.g. ``dev/accuracy``) against the epoch, the
     median over seeds per ``hue`` value, the seeds' range shaded; the CSV beside the PNG."""
     tasks = [t for t in key_of_task if t in set(curve["task"])]
-    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1), 3.4),
+    series = sorted(curve[hue].dropna().astype(str).unique())
+    # tab20 and three line styles tell up to ~20 series apart; the legend sits outside the panels
+    style = {name: (plt.cm.tab20(i % 20), ("-", "--", ":")[i // 20 % 3]) for i, name in enumerate(series)}
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1) + 2.2, 3.6),
                              squeeze=False)
     data = []
     for ax, task in zip(axes[0], tasks):
@@ -75,14 +78,16 @@ def plot_curves(curve: pd.DataFrame, key_of_task: dict[str, str], path: Path,
         stats = (sel.groupby([hue, "epoch"], dropna=False)["value"]
                  .agg(["median", "min", "max", "size"]).reset_index())
         for label, g in stats.groupby(hue, dropna=False, sort=True):
-            ax.plot(g["epoch"], g["median"], marker="o", ms=3, label=str(label))
-            ax.fill_between(g["epoch"], g["min"], g["max"], alpha=0.15)
+            color, line = style.get(str(label), ("k", "-"))
+            ax.plot(g["epoch"], g["median"], marker="o", ms=3, color=color, linestyle=line,
+                    label=str(label))
+            ax.fill_between(g["epoch"], g["min"], g["max"], color=color, alpha=0.15)
         ax.set_title(f"{task}: {key_of_task[task]}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         data.append(stats.assign(task=task, key=key_of_task[task]))
     if tasks:
-        axes[0][-1].legend(fontsize=7, loc="lower right")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
