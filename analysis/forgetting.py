@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from analysis.runs import RunError, kind_label, summary_of
 from lora_exp import REPO, export
@@ -249,13 +250,16 @@ def task_metric(summary: dict, checkpoint: str) -> tuple[str | None, float | Non
 
 
 def measure(run_dir: str | Path, checkpoint: str = "best", data_dir: str | Path | None = None,
-            lm_probe: str = "webnlg", n_texts: int = N_TEXTS, seed: int = 0) -> dict:
+            lm_probe: str = "webnlg", n_texts: int = N_TEXTS, seed: int = 0,
+            before_scores: dict | None = None) -> dict:
     """One run's record (:data:`COLUMNS`).
 
     Args:
         data_dir: the data mirror of the probe; default: the run's own ``data_dir``.
         lm_probe: ``webnlg`` or ``dart``: whose test references the LM probe reads.
         n_texts, seed: how many references the LM probe keeps, and which (seeded subset).
+        before_scores: ``before`` of the base models already scored, by model config and probe
+            (filled here): the runs of a sweep share one base model, scored once.
     """
     run_dir = Path(run_dir)
     summary, cfg = run_config(run_dir, checkpoint)
@@ -264,7 +268,14 @@ def measure(run_dir: str | Path, checkpoint: str = "best", data_dir: str | Path 
         raise RunError(f"{run_dir}: its config has data_dir=null: pass --data-dir (a local mirror)")
     tokenizer = load_tokenizer(cfg.model)
     probe = load_probe(cfg, data_dir, tokenizer, lm_probe, n_texts, seed)
-    before = probe_score(base_model(cfg), tokenizer, probe)
+    # Pretrained weights are the same for every seed; the random test models' are seeded.
+    weights_seed = cfg.seed if cfg.model.source == "random" else None
+    key = (OmegaConf.to_yaml(cfg.model), weights_seed, probe.name, probe.data, probe.items,
+           str(data_dir))
+    cache = before_scores if before_scores is not None else {}
+    if key not in cache:
+        cache[key] = probe_score(base_model(cfg), tokenizer, probe)
+    before = cache[key]
     after = probe_score(trained_model(cfg, run_dir, checkpoint), tokenizer, probe)
     # Positive = forgot: a lower Spearman, or a higher loss, than the base model's.
     forgot = before - after if probe.pairs is not None else after - before
@@ -280,7 +291,9 @@ def measure(run_dir: str | Path, checkpoint: str = "best", data_dir: str | Path 
 def write_forgetting(runs: list[str | Path], out: Path, **kwargs) -> pd.DataFrame:
     """:func:`measure` every run; write ``out/forgetting.json`` (a list of records) and
     ``out/forgetting.csv`` (the same rows). All runs are measured before anything is written."""
-    records = [measure(run, **kwargs) for run in runs]
+    before_scores: dict = {}
+    records = [measure(run, before_scores=before_scores, **kwargs)
+               for run in tqdm(runs, desc="forgetting", unit="run", disable=len(runs) < 2)]
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "forgetting.json", records)
     table = pd.DataFrame(records, columns=COLUMNS).astype({"rank": "Int64"})  # 8, not 8.0

@@ -242,10 +242,21 @@ def test_report_puts_claims_next_to_the_paper(runs, tmp_path):
     assert main(["report", str(runs), "--ranks", "2,4", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "φ(A_r2, A_r4, 1, 1)" in text and "--ranks 2,4" in text
-    assert text.count("**holds**") + text.count("**does not hold**") == 6  # 3 subspace + 3 Table 7 claims
+    section7, beyond = text.split("## Beyond §7")
+    assert section7.count("**holds**") + section7.count("**does not hold**") == 6  # 3 subspace + 3 Table 7
     assert "21.67" in text  # the paper's Table 7 next to the measured one
     assert (tmp_path / "subspace_r2_r4" / "subspace.csv").is_file()
     assert (tmp_path / "delta_w_r4" / "delta_w.csv").is_file()
+    # The FT run beside them: LoRA against FT on intruders, effective rank and forgetting.
+    assert "sst2 × tiny_bert: LoRA (wq,wv) r = 2, 4 (3 runs) and FT (1 run)" in beyond
+    assert len([line for line in beyond.splitlines() if line.startswith("- ")]) == 4
+    assert "r=2;" in beyond  # FT's effective rank is compared with --ranks' low r
+    spec = pd.read_csv(tmp_path / "spectrum" / "spectrum.csv")
+    assert sorted(spec["method"].unique()) == ["full_ft", "lora"]
+    records = json.loads((tmp_path / "forgetting" / "forgetting.json").read_text())
+    # tiny_bert's weights are seeded: one base model (one `before`) per seed.
+    assert len(records) == 4 and len({(r["seed"], r["before"]) for r in records}) == 2
+    assert (tmp_path / "forgetting" / "learning_vs_forgetting.png").is_file()
 
 
 def test_report_writes_what_the_single_commands_write(runs, tmp_path):
@@ -269,13 +280,18 @@ def test_results_page_runs_section_7_on_a_rank_sweep(runs, tmp_path):
     (tmp_path / "sweeps" / "rank_tiny").symlink_to(runs)
     page = write_page([tmp_path / "sweeps"], tmp_path / "out", ranks=(2, 4)).read_text()
     assert "[out/section7/report.md](out/section7/report.md)" in page
-    report = (tmp_path / "out" / "section7" / "report.md").read_text()
-    assert report.count("**holds**") + report.count("**does not hold**") == 6
+    section7 = (tmp_path / "out" / "section7" / "report.md").read_text().split("## Beyond §7")[0]
+    assert section7.count("**holds**") + section7.count("**does not hold**") == 6
 
 
-def test_report_without_the_needed_runs_is_an_error(runs, tmp_path, capsys):
-    assert main(["report", str(runs), "--out", str(tmp_path)]) != 0  # no r=8 / r=64 runs there
-    assert "r=8 (one seed) and r=64 (two seeds)" in capsys.readouterr().err
+def test_report_without_the_needed_runs_is_an_error(runs, mlp_runs, tmp_path, capsys):
+    assert main(["report", str(mlp_runs), "--out", str(tmp_path)]) != 0  # no r=8 / r=64, no FT
+    err = capsys.readouterr().err
+    assert "r=8 (one seed) and r=64 (two seeds)" in err and "no task × model with both" in err
+    assert not (tmp_path / "report.md").exists()
+    # With FT runs there, the part beyond §7 stands alone and says what §7 misses.
+    assert main(["report", str(runs), "--out", str(tmp_path)]) == 0
+    assert "Not testable here: report needs LoRA runs at r=8" in (tmp_path / "report.md").read_text()
     assert main(["report", str(runs), "--ranks", "x", "--out", str(tmp_path)]) != 0
     assert "--ranks=x is invalid" in capsys.readouterr().err
 

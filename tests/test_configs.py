@@ -100,7 +100,8 @@ def _experiment_runs(exp: str) -> list[list[str]]:
     params.pop("seed", None)
     if "task" not in params and exp.startswith(("table2_", "table3_")):
         params["task"] = ",".join(GLUE if exp.startswith("table2_") else NLG)
-    sweeps = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()]
+    sweeps = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+              else [f"{o.key_or_group}={o.get_value_element_as_str()}"]  # one value, e.g. task: sst2
               for o in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])]
     return [list(combo) for combo in itertools.product(*sweeps)]
 

@@ -94,6 +94,20 @@ def test_per_task_settings_reach_only_their_task(make_cfg):
     assert make_cfg(["task=sst2"]).trainer.epochs == 1  # no experiment: nothing composed
 
 
+@pytest.mark.parametrize("spectrum_exp,twin,overrides", [
+    ("spectrum_sst2", "table2_cpu", ["task=sst2", "rank=16", "seed=2"]),
+    ("spectrum_sst2", "table2_cpu", ["task=sst2", "method=full_ft", "seed=1"]),
+    ("spectrum_e2e", "table3_cpu", ["method=lora", "rank=64"]),
+    ("spectrum_e2e", "table3_cpu", ["method=full_ft"]),
+])
+def test_spectrum_experiments_run_exactly_their_table_twins(make_cfg, spectrum_exp, twin, overrides):
+    """So that a spectrum sweep can reuse Table 2's / Table 3's r=8 (r=4) and FT runs."""
+    mine = OmegaConf.to_container(make_cfg([f"experiment={spectrum_exp}", *overrides]), resolve=True)
+    theirs = OmegaConf.to_container(make_cfg([f"experiment={twin}", *overrides]), resolve=True)
+    assert mine.pop("run_name") == spectrum_exp and theirs.pop("run_name") == twin
+    assert mine == theirs
+
+
 def test_per_task_table_names_the_tasks_it_has(make_cfg):
     cfg = make_cfg(["experiment=table2_roberta_large_adpth_800k", "task=e2e"])
     with pytest.raises(InterpolationResolutionError,

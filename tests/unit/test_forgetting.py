@@ -111,6 +111,18 @@ def test_before_and_after_are_one_function_on_two_models(enc_runs, monkeypatch):
     assert rec["after"] != rec["before"]
 
 
+def test_runs_of_one_base_model_score_it_once(enc_runs, monkeypatch, tmp_path):
+    calls = []
+    real = forgetting.probe_score
+    monkeypatch.setattr(forgetting, "probe_score",
+                        lambda *a: calls.append(a[0]) or real(*a))
+    table = forgetting.write_forgetting([enc_runs / "lora", enc_runs / "full_ft"], tmp_path)
+    assert len(calls) == 3  # one base model (same config, seed 0) + two tuned ones
+    alone = forgetting.measure(enc_runs / "full_ft")
+    assert table["before"].tolist() == [alone["before"]] * 2
+    assert table["after"].iloc[1] == alone["after"]
+
+
 def test_a_lora_run_that_never_trained_forgot_nothing(enc_runs):
     """B = 0: the merged model is W0 itself, so after must equal before to the last bit."""
     rec = forgetting.measure(enc_runs / "untrained")
