@@ -46,6 +46,31 @@ CELLS = [
              "print(f'claim 1, proj_delta > proj_random: {(dw.proj_delta > dw.proj_random).mean():.0%} of weights')\n"
              "print(f'claim 2, proj_delta < proj_w: {(dw.proj_delta < dw.proj_w).mean():.0%} of weights')\n"
              "dw.groupby(['source', 'r'])['amplification'].median().rename('median amplification')"),
+    ("md", "## Beyond §7: intruder dimensions, effective rank, forgetting (`spectrum`, `forgetting`)\n"
+           "One row per run × adapted matrix (`spectrum.csv`) and one record per run "
+           "(`forgetting.json`); `report` writes both when FT runs sit beside the LoRA runs."),
+    ("code", "spec_files = sorted(ANALYSIS.rglob('spectrum.csv'))\n"
+             "if not spec_files:\n"
+             "    print(f'no spectrum.csv under {ANALYSIS}: python -m analysis spectrum RUN ... --out DIR')\n"
+             "else:\n"
+             "    spec = pd.concat([pd.read_csv(f) for f in spec_files])\n"
+             "    kind = spec['method'] + spec['rank'].map(lambda r: '' if pd.isna(r) else f' r={int(r)}')\n"
+             "    # A run is one sample: its matrices first, then the median over seeds.\n"
+             "    per_run = spec.assign(kind=kind).groupby(['kind', 'run_dir'])[\n"
+             "        ['intruders', 'effective_rank_90', 'stable_rank', 'norm_ratio']].mean()\n"
+             "    display(per_run.groupby('kind').median())\n"
+             "    for png in sorted(p for f in spec_files for p in f.parent.glob('*.png')):\n"
+             "        display(Markdown(f'`{png.name}`'), Image(filename=str(png), width=420))"),
+    ("code", "import json\n\n"
+             "forget_files = sorted(ANALYSIS.rglob('forgetting.json'))\n"
+             "if not forget_files:\n"
+             "    print(f'no forgetting.json under {ANALYSIS}: python -m analysis forgetting RUN ... --out DIR')\n"
+             "else:\n"
+             "    forget = pd.DataFrame([r for f in forget_files for r in json.loads(f.read_text())])\n"
+             "    display(forget[['method', 'rank', 'task', 'seed', 'probe', 'before', 'after', 'forgetting',\n"
+             "                    'task_metric_name', 'task_metric']])\n"
+             "    for png in sorted(p for f in forget_files for p in f.parent.glob('learning_vs_forgetting.png')):\n"
+             "        display(Image(filename=str(png), width=420))"),
 ]
 
 

@@ -154,6 +154,8 @@ def test_notebook_runs_top_to_bottom(runs, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the figures rendered
+    shown = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "effective_rank_90" in shown and "task_metric_name" in shown  # spectrum and forgetting read
 
 
 def test_sweep_table_and_plot(runs, tmp_path):
