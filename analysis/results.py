@@ -78,6 +78,19 @@ SECTION7_COMMANDS = """```bash
 python -m analysis report docs/generated/sweeps/rank_mrpc --out docs/results/section7
 ```"""
 
+# The spectrum experiments: the report on each one's LoRA and FT folders, with the usual r that FT's
+# effective rank is measured against (Table 2's 8, Table 3's 4) and the high rank.
+SPECTRUM_EXPERIMENTS = {"spectrum_sst2": (8, 64), "spectrum_e2e": (4, 64)}
+SPECTRUM_COMMANDS = """```bash
+S=docs/generated/sweeps
+OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_sst2 hydra.sweep.dir=$S/spectrum_sst2
+OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_sst2 method=full_ft hydra.sweep.dir=$S/spectrum_sst2_ft
+OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_e2e hydra.sweep.dir=$S/spectrum_e2e
+OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_e2e method=full_ft rank=4 hydra.sweep.dir=$S/spectrum_e2e_ft
+python -m analysis report $S/spectrum_sst2 $S/spectrum_sst2_ft --out docs/results/spectrum_sst2
+python -m analysis report $S/spectrum_e2e $S/spectrum_e2e_ft --ranks 4,64 --out docs/results/spectrum_e2e
+```"""
+
 
 def _folders(outputs: list[Path], prefix: str) -> list[Path]:
     return sorted(p for root in outputs for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
@@ -175,6 +188,28 @@ def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str
                     SECTION7_COMMANDS, ""]
 
 
+def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
+    """LoRA against FT beyond §7 (intruders, effective rank, forgetting): ``report`` on each
+    spectrum experiment's folders (``spectrum_sst2*``, ``spectrum_e2e*``) found."""
+    lines = ['<a id="beyond7"></a>', "", "## Beyond §7: intruder dimensions, effective rank, forgetting", ""]
+    found = []
+    for name, ranks in SPECTRUM_EXPERIMENTS.items():
+        folders = _folders(outputs, name)
+        if not folders:
+            continue
+        try:
+            build_report([str(f) for f in folders], out / name, *ranks)
+        except RunError as e:
+            lines += [f"`{name}`: not testable yet ({e}).", ""]
+            continue
+        found.append(f"[{out.name}/{name}/report.md]({out.name}/{name}/report.md) (from "
+                     f"{', '.join(f'`{f}`' for f in folders)})")
+    if not found:
+        return lines + ["Not run yet. Commands:", "", SPECTRUM_COMMANDS, ""]
+    return lines + [f"Reports, each with its verdicts: {'; '.join(found)}.", "", "Commands:", "",
+                    SPECTRUM_COMMANDS, ""]
+
+
 def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8, 64)) -> Path:
     """Write the page ``out.md`` and its files in ``out/``; ``ranks``: the two LoRA ranks §7
     compares (the paper's 8 and 64)."""
@@ -193,7 +228,8 @@ def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8
              *_sweep_section(outputs, out, "weight_types_", "Table 5 at CPU scale: which weight types",
                              tables56.types_rows, tables56.by_types, tables56.types_verdicts,
                              TYPES_COMMANDS),
-             *section7(outputs, out, ranks), *table3_section(outputs, out)]
+             *section7(outputs, out, ranks), *spectrum_section(outputs, out),
+             *table3_section(outputs, out)]
     page = out.with_suffix(".md")
     page.write_text("\n".join(lines))
     return page

@@ -286,6 +286,18 @@ def test_results_page_runs_section_7_on_a_rank_sweep(runs, tmp_path):
     assert section7.count("**holds**") + section7.count("**does not hold**") == 6
 
 
+def test_results_page_runs_the_spectrum_report(runs, tmp_path):
+    from analysis.results import write_page
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "spectrum_sst2").symlink_to(runs)  # LoRA r=2, 4 and FT beside them
+    page = write_page([tmp_path / "sweeps"], tmp_path / "out").read_text()
+    assert "[out/spectrum_sst2/report.md](out/spectrum_sst2/report.md)" in page
+    report = (tmp_path / "out" / "spectrum_sst2" / "report.md").read_text()
+    beyond = report.split("## Beyond §7")[1]
+    assert len([line for line in beyond.splitlines() if line.startswith("- ")]) == 4
+
+
 def test_report_without_the_needed_runs_is_an_error(runs, mlp_runs, tmp_path, capsys):
     assert main(["report", str(mlp_runs), "--out", str(tmp_path)]) != 0  # no r=8 / r=64, no FT
     err = capsys.readouterr().err

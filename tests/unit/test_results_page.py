@@ -80,7 +80,7 @@ def test_the_paper_column_is_the_papers_table_2(sweeps, tmp_path_factory):
 def test_a_missing_section_gives_its_commands_not_figures(tmp_path):
     (tmp_path / "empty").mkdir()
     page = write_page([tmp_path / "empty"], tmp_path / "out").read_text()
-    assert page.count("Not run yet. Commands:") == 5
+    assert page.count("Not run yet. Commands:") == 6
     assert "Not run yet (no rank sweep with r=8 and r=64 adapters)" in page
     assert "experiment=table2_cpu" in page
     with pytest.raises(RunError, match="no such folder"):
