@@ -183,7 +183,9 @@ def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str
         except (RunError, FileNotFoundError):
             continue  # no r=8 / r=64 pair with adapters here
         return lines + [f"From `{folder}`: [{out.name}/section7/report.md]({out.name}/section7/report.md) (φ, Table 7 and "
-                        "the claims checked).", "", "Commands:", "", SECTION7_COMMANDS, ""]
+                        "the claims checked). These read each run's final A and B: the selection "
+                        "protocol does not enter, so the verdicts are the same under both.", "",
+                        "Commands:", "", SECTION7_COMMANDS, ""]
     return lines + [f"Not run yet (no rank sweep with r={ranks[0]} and r={ranks[1]} adapters). Commands:", "",
                     SECTION7_COMMANDS, ""]
 
@@ -206,8 +208,11 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
                      f"{', '.join(f'`{f}`' for f in folders)})")
     if not found:
         return lines + ["Not run yet. Commands:", "", SPECTRUM_COMMANDS, ""]
-    return lines + [f"Reports, each with its verdicts: {'; '.join(found)}.", "", "Commands:", "",
-                    SPECTRUM_COMMANDS, ""]
+    return lines + [f"Reports, each with its verdicts: {'; '.join(found)}. Spectra read each "
+                    "run's final weights (no selection enters); forgetting and the task metric "
+                    "beside it read the parameters of the evaluation the run reports (held-out "
+                    "selection for the Table 2 runs, the last step for Table 3's).", "",
+                    "Commands:", "", SPECTRUM_COMMANDS, ""]
 
 
 def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8, 64)) -> Path:
