@@ -78,17 +78,21 @@ SECTION7_COMMANDS = """```bash
 python -m analysis report docs/generated/sweeps/rank_mrpc --out docs/results/section7
 ```"""
 
-# The spectrum experiments: the report on each one's LoRA and FT folders, with the usual r that FT's
-# effective rank is measured against (Table 2's 8, Table 3's 4) and the high rank.
-SPECTRUM_EXPERIMENTS = {"spectrum_sst2": (8, 64), "spectrum_e2e": (4, 64)}
+# The spectrum experiments: the report on each one's folders with the Table 2 / Table 3 folders
+# whose runs they reuse (r = 8 or 4, and FT: the same configs), with the usual r that FT's
+# effective rank is measured against and the high rank.
+SPECTRUM_EXPERIMENTS = {
+    "spectrum_sst2": ((8, 64), ["spectrum_sst2", "spectrum_sst2_ft", "table2_cpu_a", "table2_cpu_b"]),
+    "spectrum_e2e": ((4, 64), ["spectrum_e2e", "spectrum_e2e_ft", "table3_cpu"]),
+}
 SPECTRUM_COMMANDS = """```bash
 S=docs/generated/sweeps
+# LoRA r = 1, 4, 16, 64 x 3 seeds on SST-2; r = 8 and FT are Table 2's runs (same configs)
 OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_sst2 hydra.sweep.dir=$S/spectrum_sst2
-OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_sst2 method=full_ft hydra.sweep.dir=$S/spectrum_sst2_ft
-OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_e2e hydra.sweep.dir=$S/spectrum_e2e
-OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_e2e method=full_ft rank=4 hydra.sweep.dir=$S/spectrum_e2e_ft
-python -m analysis report $S/spectrum_sst2 $S/spectrum_sst2_ft --out docs/results/spectrum_sst2
-python -m analysis report $S/spectrum_e2e $S/spectrum_e2e_ft --ranks 4,64 --out docs/results/spectrum_e2e
+# LoRA r = 64 on E2E, seed 0; r = 4 and FT are Table 3's runs
+OMP_NUM_THREADS=1 python run.py -m experiment=spectrum_e2e rank=64 hydra.sweep.dir=$S/spectrum_e2e
+python -m analysis report $S/spectrum_sst2 $S/table2_cpu_a $S/table2_cpu_b --out docs/results/spectrum_sst2
+python -m analysis report $S/spectrum_e2e $S/table3_cpu --ranks 4,64 --out docs/results/spectrum_e2e
 ```"""
 
 
@@ -195,10 +199,10 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
     spectrum experiment's folders (``spectrum_sst2*``, ``spectrum_e2e*``) found."""
     lines = ['<a id="beyond7"></a>', "", "## Beyond §7: intruder dimensions, effective rank, forgetting", ""]
     found = []
-    for name, ranks in SPECTRUM_EXPERIMENTS.items():
-        folders = _folders(outputs, name)
-        if not folders:
+    for name, (ranks, names) in SPECTRUM_EXPERIMENTS.items():
+        if not _folders(outputs, name):
             continue
+        folders = [root / n for root in outputs for n in names if (root / n).is_dir()]
         try:
             build_report([str(f) for f in folders], out / name, *ranks)
         except RunError as e:
