@@ -34,8 +34,12 @@ def _runs(n: int) -> str:
 def pick(df: pd.DataFrame) -> tuple[list[Path], str] | str:
     """(LoRA and FT run directories of one task × model, a line naming them), or why there are
     none: the task × model with the most such runs among ``df`` (``analysis.collect`` rows) that
-    has at least one FT run and LoRA runs; LoRA runs keep their most frequent weight-type set."""
+    has at least one FT run and LoRA runs; LoRA runs keep their most frequent weight-type set.
+    Runs started from another run (``init_from``, e.g. a beam-search re-decoding) are left out:
+    they would count that run's ΔW a second time."""
     ok = df[df["status"] == "ok"].drop_duplicates("run_dir")
+    if "init_from" in ok:
+        ok = ok[ok["init_from"].isna()]
     best: tuple[list[Path], str] | None = None
     for (task, model), g in ok.groupby(["task", "model"]):
         ft, lora = g[g["method"].isin(FT_METHODS)], g[g["method"] == "lora"]

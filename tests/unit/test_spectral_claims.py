@@ -89,8 +89,11 @@ def test_pick_needs_ft_and_lora_runs_of_one_task_and_model():
         {"status": "failed", "run_dir": "d", "task": "sst2", "model": "m", "method": "lora",
          "rank": 1, "seed": 0, "targets": "wq,wv"},
         {"status": "ok", "run_dir": "e", "task": "sst2", "model": "m", "method": "lora",
-         "rank": 2, "seed": 0, "targets": "wk"}])])
+         "rank": 2, "seed": 0, "targets": "wk"},
+        {"status": "ok", "run_dir": "f", "task": "sst2", "model": "m", "method": "lora",
+         "rank": 4, "seed": 0, "targets": "wq,wv", "init_from": "a"}])])
     run_dirs, line = sc.pick(more)
-    # Left out: the failed run, and the weight types that tie with (W_q, W_v) for the most runs.
+    # Left out: the failed run, the re-evaluation of run a, and the weight types that tie with
+    # (W_q, W_v) for the most runs.
     assert [str(p) for p in run_dirs] == ["a", "c"]
     assert line == "sst2 × m: LoRA (wq,wv) r = 4 (1 run) and FT (1 run)"
