@@ -219,6 +219,30 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
                     "Commands:", "", SPECTRUM_COMMANDS, ""]
 
 
+def compute_section(outputs: list[Path]) -> list[str]:
+    """What the kept sweeps cost: per folder, the runs and the sum of their recorded wall times."""
+    lines = ['<a id="compute"></a>', "", "## Compute", ""]
+    rows = []
+    for folder in sorted(p for root in outputs for p in root.iterdir() if p.is_dir()):
+        try:
+            runs = collect([folder]).drop_duplicates("run_dir")
+        except (RunError, FileNotFoundError):
+            continue  # not a sweep folder
+        ok = runs[runs["status"] == "ok"]
+        rows.append({"folder": folder.name, "runs ok": len(ok), "other": len(runs) - len(ok),
+                     "job-hours": ok["wall_s"].fillna(0).sum() / 3600})
+    if not rows:
+        return lines + ["No runs yet.", ""]
+    table = pd.DataFrame(rows)
+    total = table["job-hours"].sum()
+    return lines + [
+        "Wall time each finished run recorded (`wall_s`: one job on one thread, two jobs side by "
+        "side on the 2-core machine; a resumed run counts its last segment only, so this is a "
+        "lower bound), summed per sweep folder:", "",
+        table.to_markdown(index=False, floatfmt=".1f"), "",
+        f"Total: {total:.1f} job-hours, about {total / 2:.1f} machine-hours at two jobs at a time.", ""]
+
+
 def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8, 64)) -> Path:
     """Write the page ``out.md`` and its files in ``out/``; ``ranks``: the two LoRA ranks §7
     compares (the paper's 8 and 64)."""
@@ -238,7 +262,7 @@ def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8
                              tables56.types_rows, tables56.by_types, tables56.types_verdicts,
                              TYPES_COMMANDS),
              *section7(outputs, out, ranks), *spectrum_section(outputs, out),
-             *table3_section(outputs, out)]
+             *table3_section(outputs, out), *compute_section(outputs)]
     page = out.with_suffix(".md")
     page.write_text("\n".join(lines))
     return page

@@ -1,6 +1,7 @@
 """The results page: Table 2 at CPU scale under both protocols, runs still improving marked,
 verdicts judged on the seed spread, the paper's figures read from docs/paper.md."""
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -11,7 +12,8 @@ from analysis.runs import RunError
 from lora_exp.selection import summarize
 
 
-def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=1000, targets=("wq", "wv")):
+def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=1000, targets=("wq", "wv"),
+             wall_s=360.0):
     """A run directory as the trainer writes it, summary made by the trainer's own summarize."""
     d = root / name
     d.mkdir(parents=True)
@@ -24,7 +26,7 @@ def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=10
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     (d / "summary.json").write_text(json.dumps({
         "status": "ok", "task": task, "method": method, "rank": rank, "seed": seed, "model": "minilm",
-        "params": {"trainable": trainable},
+        "params": {"trainable": trainable}, "wall_s": wall_s,
         "config": {"trainer": {"lr": 1e-3}, "method": {"targets": list(targets)}},
         "metrics": summarize(history, Cfg(task_cfg), "heldout")}))
 
@@ -75,6 +77,17 @@ def test_the_paper_column_is_the_papers_table_2(sweeps, tmp_path_factory):
     assert value(row(table, "RoB-large AdptH†", params="6.0M")["RTE"]) == 83.4
     page = write_page([sweeps], tmp_path_factory.mktemp("r")).read_text()
     assert "| lora r=8 | **RoB-base LoRA** | 0.3M | 95.1±.2 | 89.7±.7 | 63.4±1.2 | 86.6±.7 | 91.5±.2 |" in page
+
+
+def test_compute_sums_the_recorded_wall_times(sweeps, tmp_path_factory):
+    fake_run(sweeps / "rank_x", "r1", method="lora", rank=1, task="mrpc", seed=0, dev=[0.7],
+             heldout=[0.7], wall_s=1800.0)
+    page = write_page([sweeps], tmp_path_factory.mktemp("out") / "res").read_text()
+    compute = page.split("## Compute")[1]
+    cells = lambda *c: r"\|\s*" + r"\s*\|\s*".join(map(re.escape, c)) + r"\s*\|"  # noqa: E731
+    assert re.search(cells("rank_x", "1", "0", "0.5"), compute)  # 1,800 s
+    assert re.search(cells("table2_cpu", "15", "0", "1.5"), compute)  # 15 runs × 360 s
+    assert "Total: 2.0 job-hours, about 1.0 machine-hours" in compute
 
 
 def test_a_missing_section_gives_its_commands_not_figures(tmp_path):
