@@ -72,6 +72,10 @@ for J in 0:lora 1:full_ft; do   # beam 10 from the trained parameters of jobs 0 
       init_from=docs/generated/sweeps/table3_cpu/${J%:*} init_checkpoint=final task.decoding.greedy=false \\
       hydra.run.dir=docs/generated/sweeps/table3_cpu_beam/${J#*:}
 done
+# greedy decoding under the training autocast (bf16 on a bf16 CPU) instead of fp32, LoRA
+OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=lora trainer.max_steps=0 \
+    init_from=docs/generated/sweeps/table3_cpu/0 init_checkpoint=final task.decoding.precision=train \
+    hydra.run.dir=docs/generated/sweeps/table3_cpu_decode_train/lora
 ```"""
 SECTION7_COMMANDS = """```bash
 # the MRPC rank sweep above, with its r=8 and r=64 adapters, then

@@ -7,9 +7,12 @@ noise is not measured (the paper's own LoRA spread is ±0.1 BLEU over 3 seeds).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from analysis.paper_numbers import paper_table, row
+from analysis.runs import summary_of
 
 METRICS = ["BLEU", "nist_nltk", "METEOR", "ROUGE_L", "CIDEr"]
 ORDER = ["lora", "full_ft", "adapter_l", "prefix_layer"]
@@ -18,10 +21,21 @@ PAPER_ROW = {"lora": ("M LoRA", {}), "full_ft": ("M FT*", {}), "adapter_l": ("M 
              "prefix_layer": ("M PreLayer*", {})}
 
 
+def decoding_of(run_dir: str | Path) -> str:
+    """How the run decoded, from its config: ``greedy`` or ``beam <n>``, with `` (bf16)`` (the
+    training autocast's dtype) when it decoded under the training precision instead of fp32."""
+    s = summary_of(Path(run_dir))
+    d = ((s.get("config") or {}).get("task") or {}).get("decoding") or {}
+    label = "greedy" if d.get("greedy") or d.get("num_beams", 1) == 1 else f"beam {d['num_beams']}"
+    if d.get("precision") == "train" and s.get("precision") not in (None, "fp32"):
+        label += f" ({s['precision']})"  # generation autocast; fp32 training decodes in fp32 anyway
+    return label
+
+
 def means(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per (decoding, method): the mean over seeds of each metric, and the number of runs."""
     ok = df[(df["status"] == "ok") & (df["split"] == split) & df["metric"].isin(METRICS)]
-    ok = ok.assign(decoding=["beam 10" if "beam" in str(d) else "greedy" for d in ok["run_dir"]])
+    ok = ok.assign(decoding=ok["run_dir"].map(decoding_of))
     wide = ok.pivot_table(index=["decoding", "method", "seed"], columns="metric", values="best")
     table = wide.groupby(["decoding", "method"]).mean()
     table["n"] = wide.groupby(["decoding", "method"]).size()
@@ -61,11 +75,12 @@ def verdict_lines(table: pd.DataFrame) -> list[str]:
                 holds = bleu[a] > bleu[b]
                 lines.append(f"- {decoding}: {a} > {b}: {'holds' if holds else 'does not hold'} "
                              f"({bleu[a]:.1f} vs {bleu[b]:.1f} BLEU).")
-    beam = table.set_index(["decoding", "method"])
-    for method in ("lora", "full_ft"):
-        if ("beam 10", method) in beam.index and ("greedy", method) in beam.index:
-            diff = beam.loc[("beam 10", method)] - beam.loc[("greedy", method)]
-            lines.append(f"- beam 10 − greedy, {method}: " + ", ".join(
+    # Each other decoding (beam search, greedy under the training autocast) against greedy fp32.
+    by = table.set_index(["decoding", "method"])
+    for decoding, method in by.index:
+        if decoding != "greedy" and ("greedy", method) in by.index:
+            diff = by.loc[(decoding, method)] - by.loc[("greedy", method)]
+            lines.append(f"- {decoding} − greedy, {method}: " + ", ".join(
                 f"{m} {diff[m]:+.2f}" for m in METRICS if m in diff.index) + ".")
     return lines
 

@@ -119,14 +119,17 @@ def test_rank_and_weight_type_sections(tmp_path):
     assert page.index("| r=8 |") < page.index("| r=64 |")
 
 
-def fake_nlg_run(root, name, method, bleu, trainable=100):
+def fake_nlg_run(root, name, method, bleu, trainable=100, decoding=None):
+    """``decoding``: the run's task.decoding (default: greedy in fp32, as the table3_cpu sweep)."""
     d = root / name
     d.mkdir(parents=True)
     scores = {"BLEU": bleu, "nist_nltk": 5.0, "METEOR": 40.0, "ROUGE_L": 60.0, "CIDEr": 1.5 + bleu / 100,
               "step": 1000, "epoch": 0.2}
     (d / "summary.json").write_text(json.dumps({
         "status": "ok", "task": "e2e", "method": method, "rank": 4, "seed": 0, "model": "smollm2",
-        "params": {"trainable": trainable}, "config": {"trainer": {"lr": 1e-3}},
+        "params": {"trainable": trainable}, "precision": "bf16",
+        "config": {"trainer": {"lr": 1e-3}, "task": {"decoding": decoding or {
+            "greedy": True, "num_beams": 10, "precision": "fp32"}}},
         "metrics": {"test": {"best": scores, "final": scores}, "main_metric": "test/BLEU"}}))
 
 
@@ -134,13 +137,19 @@ def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
     for method, bleu in (("lora", 60.0), ("full_ft", 61.5), ("adapter_l", 50.0), ("prefix_layer", 52.0)):
         fake_nlg_run(tmp_path / "table3_cpu", method, method, bleu)
     for method, bleu in (("lora", 62.0), ("full_ft", 62.5)):
-        fake_nlg_run(tmp_path / "table3_cpu_beam", method, method, bleu)
+        fake_nlg_run(tmp_path / "table3_cpu_beam", method, method, bleu,
+                     decoding={"greedy": False, "num_beams": 10, "precision": "fp32"})
+    # greedy under the training autocast: its own row, not pooled with the fp32 greedy one
+    fake_nlg_run(tmp_path / "table3_cpu_decode_train", "lora", "lora", 59.5,
+                 decoding={"greedy": True, "num_beams": 10, "precision": "train"})
     page = write_page([tmp_path], tmp_path / "out").read_text()
     assert "| greedy | lora | 100 | 60.0 | 5.00 | 40.0 | 60.0 | 2.10 | 1 |" in page
     assert "- greedy: LoRA − FT = -1.5 BLEU" in page
     assert "- greedy: adapter_l > prefix_layer: does not hold (50.0 vs 52.0 BLEU)." in page
     assert "- greedy: lora > adapter_l: holds (60.0 vs 50.0 BLEU)." in page
     assert "- beam 10 − greedy, lora: BLEU +2.00" in page
+    assert "| greedy (bf16) | lora | 100 | 59.5 |" in page
+    assert "- greedy (bf16) − greedy, lora: BLEU -0.50" in page
     # the paper's GPT-2 M rows, transcribed from the paper (Table 3)
     assert "| lora | **M LoRA** | 0.35M | 70.4±.1 | 8.85±.02 | 46.8±.2 | 71.8±.1 | 2.53±.02 |" in page
     assert "| adapter_l | M AdapterL* | 0.37M | 66.3 | 8.41 | 45.0 | 69.8 | 2.40 |" in page
