@@ -137,8 +137,11 @@ def table2_section(outputs: list[Path], out: Path) -> list[str]:
     curve = curve.assign(row=[kind_label(m, r) for m, r in zip(curve["method"], curve["rank"])])
     key_of_task = {t: curve[curve["task"] == t]["main"].iloc[0] for t in table2.TASKS if t in set(curve["task"])}
     plot_curves(curve, key_of_task, out / "table2_curves.png", hue="row")
-    v = table2.verdicts(st)
+    levels = table2.chance_levels(rows)
+    v = table2.verdicts(st, levels)
     v.to_csv(out / "table2_verdicts.csv", index=False)
+    chance_line = ", ".join(f"{t} {100 * lv:.1f} ± {100 * band:.1f}" for t, (lv, band) in
+                            sorted(levels.items(), key=lambda kv: table2.TASKS.index(kv[0])))
     return lines + [
         "Median [min–max] over seeds, ×100, (n) runs; ↑k: k runs whose selected evaluation was "
         "their last (still improving: a lower bound, not converged). trainable excludes the head.", "",
@@ -146,7 +149,10 @@ def table2_section(outputs: list[Path], out: Path) -> list[str]:
         "**Held-out protocol** (dev at the evaluation best on the 500-row held-out slice):", "",
         table2.markdown(st, "heldout"), "",
         "The paper's figures for the rows these stand in for (RoBERTa-base/large, docs/paper.md#table2):", "",
-        table2.paper_rows(), "", "Verdicts (seed spread; analysis/table2.py):", "",
+        table2.paper_rows(), "",
+        f"Chance level per task (what a constant prediction scores on dev, ± two standard errors; "
+        f"analysis/chance.py): {chance_line}. A comparison of two rows both within it is not "
+        "testable.", "", "Verdicts (seed spread; analysis/table2.py):", "",
         *table2.verdict_lines(v), "", "Learning curves (dev main metric per epoch, median over seeds, "
         f"seed range shaded): ![curves]({out.name}/table2_curves.png)", "", "Commands:", "",
         TABLE2_COMMANDS, ""]

@@ -9,11 +9,16 @@ Verdicts (each per task and protocol):
 * *LoRA ≥ a baseline*: holds when LoRA's median is at least the baseline's, or the two ranges
   overlap (not worse beyond noise); does not hold when LoRA's best seed is below the baseline's
   worst.
+
+Either claim is *not testable* on a task where both medians are at chance (``analysis.chance``:
+within two standard errors of what a constant prediction scores): there the comparison says
+nothing about the methods.
 """
 from __future__ import annotations
 
 import pandas as pd
 
+from analysis import chance
 from analysis.paper_numbers import paper_table, row
 from analysis.runs import kind_label
 
@@ -91,8 +96,21 @@ def overlap(a: pd.Series, b: pd.Series) -> bool:
     return a["min"] <= b["max"] and b["min"] <= a["max"]
 
 
-def verdicts(st: pd.DataFrame) -> pd.DataFrame:
-    """Claim 1 (LoRA vs FT) and claim 2 (LoRA vs each baseline), per task and protocol."""
+def chance_levels(rows: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Per task of the :func:`main_rows`, the chance level and band of its main metric (tasks
+    whose dev data cannot be read here are left out)."""
+    levels = {}
+    for task, g in rows.groupby("task"):
+        found = chance.of_run(g["run_dir"].iloc[0], g["metric"].iloc[0])
+        if found is not None:
+            levels[task] = found
+    return levels
+
+
+def verdicts(st: pd.DataFrame, levels: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
+    """Claim 1 (LoRA vs FT) and claim 2 (LoRA vs each baseline), per task and protocol;
+    ``holds`` is None where both rows are at chance (``levels``: :func:`chance_levels`)."""
+    levels = levels or {}
     out = []
     for (task, protocol), g in st.groupby(["task", "protocol"], sort=True):
         by = g.set_index("row")
@@ -109,9 +127,12 @@ def verdicts(st: pd.DataFrame) -> pd.DataFrame:
             else:
                 holds = lora["median"] >= o["median"] or overlap(lora, o)
                 claim = f"LoRA ≥ {other}"
+            note = "" if holds else ("LoRA higher" if lora["median"] > o["median"] else "LoRA lower")
+            level = levels.get(task)
+            if chance.at_chance(lora["median"], level) and chance.at_chance(o["median"], level):
+                holds, note = None, f"both at chance, {100 * level[0]:.1f} ± {100 * level[1]:.1f}"
             out.append({"claim": claim, "task": task, "protocol": protocol, "holds": holds,
-                        "lora": lora["median"], "other": o["median"],
-                        "note": "" if holds else ("LoRA higher" if lora["median"] > o["median"] else "LoRA lower")})
+                        "lora": lora["median"], "other": o["median"], "note": note})
     return pd.DataFrame(out)
 
 
@@ -123,9 +144,13 @@ def verdict_lines(v: pd.DataFrame) -> list[str]:
         for protocol in PROTOCOLS:
             p = g[g["protocol"] == protocol]
             fails = ", ".join(f"{r.task} ({100 * r.lora:.1f} vs {100 * r.other:.1f}, {r.note})"
-                              for r in p.itertuples() if not r.holds)
-            parts.append(f"{protocol} selection: holds on {int(p['holds'].sum())} of {len(p)} tasks"
-                         + (f"; not on {fails}" if fails else ""))
+                              for r in p.itertuples() if r.holds is not None and not r.holds)
+            untestable = ", ".join(f"{r.task} ({100 * r.lora:.1f} vs {100 * r.other:.1f}, {r.note})"
+                                   for r in p.itertuples() if r.holds is None)
+            testable = p[p["holds"].notna()]
+            parts.append(f"{protocol} selection: holds on {int(testable['holds'].astype(bool).sum())} "
+                         f"of {len(testable)} tasks" + (f"; not on {fails}" if fails else "")
+                         + (f"; not testable on {untestable}" if untestable else ""))
         lines.append(f"- **{claim}**: " + "; ".join(parts) + ".")
     return lines
 
