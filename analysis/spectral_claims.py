@@ -153,11 +153,10 @@ def section(runs: pd.DataFrame, line: str, usual_rank: int, probe: str) -> list[
             "`forgetting/learning_vs_forgetting.png`.", ""]
 
 
-def build_section(df: pd.DataFrame, out: Path, usual_rank: int) -> list[str]:
-    """Measure spectra and forgetting of the runs :func:`pick` finds in ``df``, write them under
-    ``out/spectrum`` and ``out/forgetting``, and return the report section (or a line saying why
-    it is not testable)."""
-    picked = pick(df)
+def build_section(picked: tuple[list[Path], str] | str, out: Path, usual_rank: int) -> list[str]:
+    """Measure spectra and forgetting of the runs :func:`pick` found (``picked``), write them
+    under ``out/spectrum`` and ``out/forgetting``, and return the report section (or a line
+    saying why it is not testable)."""
     if isinstance(picked, str):
         return ["## Beyond §7: intruder dimensions, effective rank, forgetting", "",
                 f"Not testable here: {picked}.", ""]

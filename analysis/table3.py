@@ -35,7 +35,8 @@ def decoding_of(run_dir: str | Path) -> str:
 def means(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per (decoding, method): the mean over seeds of each metric, and the number of runs."""
     ok = df[(df["status"] == "ok") & (df["split"] == split) & df["metric"].isin(METRICS)]
-    ok = ok.assign(decoding=ok["run_dir"].map(decoding_of))
+    decodings = {d: decoding_of(d) for d in ok["run_dir"].unique()}  # one summary read per run
+    ok = ok.assign(decoding=ok["run_dir"].map(decodings))
     wide = ok.pivot_table(index=["decoding", "method", "seed"], columns="metric", values="best")
     table = wide.groupby(["decoding", "method"]).mean()
     table["n"] = wide.groupby(["decoding", "method"]).size()
