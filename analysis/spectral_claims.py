@@ -36,8 +36,10 @@ def pick(df: pd.DataFrame) -> tuple[list[Path], str] | str:
     none: the task × model with the most such runs among ``df`` (``analysis.collect`` rows) that
     has at least one FT run and LoRA runs; LoRA runs keep their most frequent weight-type set.
     Runs started from another run (``init_from``, e.g. a beam-search re-decoding) are left out:
-    they would count that run's ΔW a second time."""
+    they would count that run's ΔW a second time; so is a run that repeats another's config and
+    every figure (the same job trained into two sweep folders)."""
     ok = df[df["status"] == "ok"].drop_duplicates("run_dir")
+    ok = ok.drop_duplicates([c for c in ok.columns if c not in ("run_dir", "wall_s")])
     if "init_from" in ok:
         ok = ok[ok["init_from"].isna()]
     best: tuple[list[Path], str] | None = None

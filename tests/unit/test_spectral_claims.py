@@ -97,3 +97,19 @@ def test_pick_needs_ft_and_lora_runs_of_one_task_and_model():
     # (W_q, W_v) for the most runs.
     assert [str(p) for p in run_dirs] == ["a", "c"]
     assert line == "sst2 × m: LoRA (wq,wv) r = 4 (1 run) and FT (1 run)"
+
+
+def test_pick_counts_a_job_trained_into_two_folders_once():
+    ft = {"status": "ok", "task": "sst2", "model": "m", "method": "full_ft", "rank": 8,
+          "targets": None, "heldout": 0.9}
+    rows = pd.DataFrame([
+        {"status": "ok", "run_dir": "a", "task": "sst2", "model": "m", "method": "lora", "rank": 4,
+         "seed": 0, "targets": "wq,wv", "heldout": 0.9},
+        {**ft, "run_dir": "spectrum_ft/0", "seed": 0, "wall_s": 600.0},
+        {**ft, "run_dir": "table2/36", "seed": 0, "wall_s": 640.0},  # the same job again
+        {**ft, "run_dir": "table2/37", "seed": 1, "wall_s": 610.0},
+        # same config, another figure: not the same run, so it stays
+        {**ft, "run_dir": "table2/99", "seed": 1, "wall_s": 610.0, "heldout": 0.8}])
+    run_dirs, line = sc.pick(rows)
+    assert [str(p) for p in run_dirs] == ["a", "spectrum_ft/0", "table2/37", "table2/99"]
+    assert line.endswith("and FT (3 runs)")
