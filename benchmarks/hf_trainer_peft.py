@@ -4,7 +4,8 @@ classification example). ``benchmarks/run.py`` runs it next to the same job thro
 
 Same model (the embedded MiniLM), LoRA r=8 α=8 on query and value, the same trained head
 (pooler + classifier), steps, batch, learning rate, warmup ratio, weight decay, gradient clipping
-and maximum length, one evaluation on the full dev set at the end.
+and maximum length; evaluation on the full dev set at the end, and with ``--eval-steps N`` every
+N steps too (as ``run.py``'s ``trainer.eval_every=N``).
 
 Padding: ``--padding max_length`` is ``run_glue.py``'s default (``pad_to_max_length=True``);
 ``--padding dynamic`` uses ``DataCollatorWithPadding`` with length-grouped sampling, the best a
@@ -12,7 +13,8 @@ Trainer user can pick; ``--bf16`` adds the Trainer's bf16 autocast (``bf16=True`
 supports on a CPU too.
 
     python benchmarks/hf_trainer_peft.py --data-dir ../shared/data --steps 200 --out /tmp/hf
-Prints one JSON line: wall seconds (inside the script), dev accuracy.
+Prints one JSON line: wall seconds (inside the script), dev accuracy at the end and the best of
+the evaluations.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--padding", choices=["max_length", "dynamic"], default="max_length")
     ap.add_argument("--bf16", action="store_true",
                     help="TrainingArguments(bf16=True): the Trainer's bf16 autocast (CPU or CUDA)")
+    ap.add_argument("--eval-steps", type=int, default=None,
+                    help="also evaluate every N steps (default: only at the end)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
         output_dir=args.out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=128, learning_rate=args.lr, warmup_steps=0.06,  # a fraction: the ratio
         weight_decay=0.01, lr_scheduler_type="linear", max_grad_norm=1.0, seed=args.seed,
-        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[],
+        eval_strategy="steps" if args.eval_steps else "no", eval_steps=args.eval_steps,
+        save_strategy="no", logging_strategy="no", report_to=[],
         disable_tqdm=True, dataloader_num_workers=0, bf16=args.bf16,
         use_cpu=not torch.cuda.is_available(),  # the Trainer asks for it to run bf16 on a CPU
         train_sampling_strategy="group_by_length" if args.padding == "dynamic" else "random")
@@ -90,8 +95,11 @@ def main(argv: list[str] | None = None) -> dict:
                       data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=accuracy)
     trainer.train()
-    metrics = trainer.evaluate()
-    result = {"wall_s": time.time() - start, "dev_accuracy": metrics["eval_accuracy"],
+    if not args.eval_steps or trainer.state.global_step % args.eval_steps:
+        trainer.evaluate()  # the last step was not a periodic evaluation (run.py evaluates it once)
+    evaluations = [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h]
+    result = {"wall_s": time.time() - start, "dev_accuracy": evaluations[-1],
+              "dev_accuracy_best": max(evaluations), "evaluations": len(evaluations),
               "padding": args.padding, "bf16": args.bf16, "steps": args.steps}
     print(json.dumps(result))
     return result
