@@ -95,11 +95,16 @@ def main(argv: list[str] | None = None) -> dict:
                       data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=accuracy)
     trainer.train()
-    if not args.eval_steps or trainer.state.global_step % args.eval_steps:
-        trainer.evaluate()  # the last step was not a periodic evaluation (run.py evaluates it once)
-    evaluations = [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h]
-    result = {"wall_s": time.time() - start, "dev_accuracy": evaluations[-1],
-              "dev_accuracy_best": max(evaluations), "evaluations": len(evaluations),
+    def evaluations() -> list[dict]:
+        return [h for h in trainer.state.log_history if "eval_accuracy" in h]
+
+    # The Trainer evaluates its last step itself when evaluating every N steps (whether or not N
+    # divides it); run.py evaluates each step once, so only a step not yet evaluated gets one.
+    if not evaluations() or evaluations()[-1]["step"] != trainer.state.global_step:
+        trainer.evaluate()
+    accuracies = [h["eval_accuracy"] for h in evaluations()]
+    result = {"wall_s": time.time() - start, "dev_accuracy": accuracies[-1],
+              "dev_accuracy_best": max(accuracies), "evaluations": len(accuracies),
               "padding": args.padding, "bf16": args.bf16, "steps": args.steps}
     print(json.dumps(result))
     return result

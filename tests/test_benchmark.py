@@ -80,33 +80,33 @@ def test_targets_of_the_second_model():
 
 def test_trainer_reference_job_runs_with_bf16(tmp_path, data_dir):
     """The Trainer + peft job at its best on a CPU (dynamic padding, length grouping, bf16): the
-    benchmark's e2e_vs_hf_best reference. Four steps: it must run, not learn. Evaluating every 2
-    steps evaluates at steps 2 and 4, the last one once (as run.py's eval_every)."""
+    benchmark's e2e_vs_hf_best reference. Five steps: it must run, not learn. Evaluating every 2
+    steps evaluates at steps 2, 4 and the last, 5, once (as run.py's eval_every)."""
     proc = subprocess.run([sys.executable, "benchmarks/hf_trainer_peft.py", "--data-dir", str(data_dir),
-                           "--steps", "4", "--eval-steps", "2", "--padding", "dynamic", "--bf16",
+                           "--steps", "5", "--eval-steps", "2", "--padding", "dynamic", "--bf16",
                            "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["bf16"] is True and result["steps"] == 4 and result["evaluations"] == 2
+    assert result["bf16"] is True and result["steps"] == 5 and result["evaluations"] == 3
     assert 0 <= result["dev_accuracy"] <= result["dev_accuracy_best"] <= 1
 
 
 def test_main_job_against_the_trainer_at_its_best_on_the_same_job(tmp_path, data_dir):
-    """benchmarks/main_job.py --vs-hf-best on a 4-step job evaluated every 2 steps: the Trainer
+    """benchmarks/main_job.py --vs-hf-best on a 5-step job evaluated every 2 steps: the Trainer
     runs the job read from run.py's own run (its steps and evaluations), and the ratio is written.
     Its value is the benchmark's business, not asserted."""
     proc = subprocess.run([sys.executable, "benchmarks/main_job.py", "--data-dir", str(data_dir),
                            "--seeds", "0", "--no-reference", "--vs-hf-best",
-                           "--override", "trainer.max_steps=4", "--override", "trainer.eval_every=2",
+                           "--override", "trainer.max_steps=5", "--override", "trainer.eval_every=2",
                            "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "main_job.json").read_text())
     ours, hf = result["runs"]
-    assert ours["overrides"] == ["trainer.max_steps=4", "trainer.eval_every=2"]
+    assert ours["overrides"] == ["trainer.max_steps=5", "trainer.eval_every=2"]
     assert hf["overrides"] == ["Trainer + peft at its best"] and hf["precision"] == ours["precision"]
-    assert hf["steps"] == ours["steps"] == 4 and hf["evaluations"] == ours["evaluations"] == 2
+    assert hf["steps"] == ours["steps"] == 5 and hf["evaluations"] == ours["evaluations"] == 3
     assert result["main_job_speedup"] is None
     assert result["e2e_vs_hf_best"] == ours["wall_s"] / hf["wall_s"]
     assert "e2e_vs_hf_best" in (tmp_path / "main_job.md").read_text()
