@@ -17,6 +17,7 @@ shows a figure it did not read from a run.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from analysis.collect import collect
 from analysis.curves import curves, plot_curves
 from analysis.lr_grid import write_grid
 from analysis.runs import RunError, kind_label
+from lora_exp.export import WEIGHTS
 
 GRID_COMMANDS = """```bash
 # seed 0, each method at 3 rates (a x3 ladder around its usual range), on MRPC (6 epochs) and an
@@ -191,15 +193,45 @@ def table3_section(outputs: list[Path], out: Path) -> list[str]:
                     "Verdicts:", "", *table3.verdict_lines(table), "", "Commands:", "", TABLE3_COMMANDS, ""]
 
 
+# Methods whose runs' weights the §7 and spectrum reports read.
+WEIGHT_METHODS = ("lora", "full_ft", "ft_top2")
+
+
+def weights_missing(folders: list[Path]) -> list[Path]:
+    """The finished runs under ``folders`` whose saved weights the reports would read but that
+    this checkout lacks: weights are not committed (only small adapters, on purpose), so a fresh
+    clone has the runs' records without them."""
+    missing = []
+    for summary in sorted(s for f in folders for s in f.glob("*/summary.json")):
+        run = json.loads(summary.read_text())
+        saved = ((run.get("config") or {}).get("trainer") or {}).get("save_trained", True)
+        if (run.get("status") == "ok" and run.get("method") in WEIGHT_METHODS and saved
+                and not (summary.parent / WEIGHTS).is_file()):
+            missing.append(summary.parent)
+    return missing
+
+
+def kept_report(report: Path, missing: list[Path]) -> str | None:
+    """The line that keeps the report an earlier generation of the page wrote, when this checkout
+    lacks weights it would be rebuilt from (None: there is none to keep)."""
+    if not report.is_file():
+        return None
+    return (f"kept from the page's last generation: {len(missing)} of its runs' weights are not in "
+            f"this checkout (e.g. `{missing[0]}`), so it was not rebuilt")
+
+
 def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str]:
     lines = ['<a id="section7"></a>', "", "## §7 on the converged rank sweep", ""]
     for folder in _folders(outputs, "rank_"):
-        try:
-            build_report([str(folder)], out / "section7", *ranks)
-        except (RunError, FileNotFoundError):
-            continue  # no r=8 / r=64 pair with adapters here
-        return lines + [f"From `{folder}`: [{out.name}/section7/report.md]({out.name}/section7/report.md) (φ, Table 7 and "
-                        "the claims checked). These read each run's final A and B: the selection "
+        missing = weights_missing([folder])
+        kept = kept_report(out / "section7" / "report.md", missing) if missing else None
+        if not kept:
+            try:
+                build_report([str(folder)], out / "section7", *ranks)
+            except (RunError, FileNotFoundError):
+                continue  # no r=8 / r=64 pair with adapters here
+        return lines + [f"From `{folder}`: [{out.name}/section7/report.md]({out.name}/section7/report.md) "
+                        f"({kept or 'φ, Table 7 and the claims checked'}). These read each run's final A and B: the selection "
                         "protocol does not enter, so the verdicts are the same under both.", "",
                         "Commands:", "", SECTION7_COMMANDS, ""]
     return lines + [f"Not run yet (no rank sweep with r={ranks[0]} and r={ranks[1]} adapters). Commands:", "",
@@ -215,13 +247,18 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
         if not _folders(outputs, name):
             continue
         folders = [root / n for root in outputs for n in names if (root / n).is_dir()]
+        link = f"[{out.name}/{name}/report.md]({out.name}/{name}/report.md)"
+        missing = weights_missing(folders)
+        kept = kept_report(out / name / "report.md", missing) if missing else None
+        if kept:
+            found.append(f"{link} ({kept})")
+            continue
         try:
             build_report([str(f) for f in folders], out / name, *ranks)
         except RunError as e:
             lines += [f"`{name}`: not testable yet ({e}).", ""]
             continue
-        found.append(f"[{out.name}/{name}/report.md]({out.name}/{name}/report.md) (from "
-                     f"{', '.join(f'`{f}`' for f in folders)})")
+        found.append(f"{link} (from {', '.join(f'`{f}`' for f in folders)})")
     if not found:
         return lines + ["Not run yet. Commands:", "", SPECTRUM_COMMANDS, ""]
     return lines + [f"Reports, each with its verdicts: {'; '.join(found)}. Spectra read each "

@@ -86,9 +86,10 @@ def lora_factors(run_dir: Path) -> dict[Key, LoRAFactors]:
     """
     run_dir = Path(run_dir)
     summary = summary_of(run_dir)
-    if not (run_dir / CONFIG).is_file():
-        raise RunError(f"{run_dir}: no adapter weights ({CONFIG} missing; status="
-                       f"{summary.get('status')}, method={summary.get('method')})")
+    for name in (CONFIG, WEIGHTS):  # a clone has the committed config without the weights
+        if not (run_dir / name).is_file():
+            raise RunError(f"{run_dir}: no adapter weights ({name} missing; status="
+                           f"{summary.get('status')}, method={summary.get('method')})")
     meta = json.loads((run_dir / CONFIG).read_text()).get("lora_exp", {})
     info = meta.get("method_info", {})
     if not info.get("sites"):

@@ -35,6 +35,18 @@ def read_tsv(path: str) -> dict[str, list]:
     return {"sentence": [r["sentence"] for r in rows], "label": [int(r["label"]) for r in rows]}
 
 
+def dev_accuracies(trainer) -> list[float]:
+    """The dev accuracy of every evaluation, the last step's included. The Trainer evaluates its
+    last step itself when evaluating every N steps (whether or not N divides it); run.py evaluates
+    each step once, so only a last step not yet evaluated gets an evaluation here."""
+    def evaluations() -> list[dict]:
+        return [h for h in trainer.state.log_history if "eval_accuracy" in h]
+
+    if not evaluations() or evaluations()[-1]["step"] != trainer.state.global_step:
+        trainer.evaluate()
+    return [h["eval_accuracy"] for h in evaluations()]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", required=True)
@@ -95,14 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
                       data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=accuracy)
     trainer.train()
-    def evaluations() -> list[dict]:
-        return [h for h in trainer.state.log_history if "eval_accuracy" in h]
-
-    # The Trainer evaluates its last step itself when evaluating every N steps (whether or not N
-    # divides it); run.py evaluates each step once, so only a step not yet evaluated gets one.
-    if not evaluations() or evaluations()[-1]["step"] != trainer.state.global_step:
-        trainer.evaluate()
-    accuracies = [h["eval_accuracy"] for h in evaluations()]
+    accuracies = dev_accuracies(trainer)
     result = {"wall_s": time.time() - start, "dev_accuracy": accuracies[-1],
               "dev_accuracy_best": max(accuracies), "evaluations": len(accuracies),
               "padding": args.padding, "bf16": args.bf16, "steps": args.steps}

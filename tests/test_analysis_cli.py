@@ -470,3 +470,15 @@ def test_sweep_forgetting_without_any_forgetting_json(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: no forgetting.json under {runs}: run `python -m analysis "
                           "forgetting") and err.count("\n") == 1
+
+
+def test_a_run_whose_weights_are_not_in_this_checkout(runs, tmp_path):
+    """A clone has a run's committed records (adapter_config.json included) but not its ignored
+    weights: a clear error naming the missing file, not a traceback."""
+    import shutil
+    clone = tmp_path / "r2"
+    shutil.copytree(runs / "r2", clone, ignore=shutil.ignore_patterns("*.safetensors", "checkpoint"))
+    proc = subprocess.run([sys.executable, "-m", "analysis", "subspace", str(clone), str(runs / "r4"),
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no adapter weights (adapter_model.safetensors missing" in proc.stderr

@@ -153,3 +153,32 @@ def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
     # the paper's GPT-2 M rows, transcribed from the paper (Table 3)
     assert "| lora | **M LoRA** | 0.35M | 70.4±.1 | 8.85±.02 | 46.8±.2 | 71.8±.1 | 2.53±.02 |" in page
     assert "| adapter_l | M AdapterL* | 0.37M | 66.3 | 8.41 | 45.0 | 69.8 | 2.40 |" in page
+
+
+def test_reports_are_kept_where_the_checkout_lacks_the_weights(tmp_path):
+    """A fresh clone has the runs' records but not their weights (not committed): the page keeps
+    the report its last generation wrote instead of replacing it with "not testable"."""
+    from analysis.results import spectrum_section, weights_missing
+    from lora_exp.export import WEIGHTS
+    sweeps = tmp_path / "sweeps"
+    spec = sweeps / "spectrum_sst2"
+    fake_run(spec, "0", method="lora", rank=64, task="sst2", seed=0, dev=[0.8], heldout=[0.8])
+    fake_run(spec, "1", method="lora", rank=16, task="sst2", seed=0, dev=[0.8], heldout=[0.8])
+    (spec / "1" / WEIGHTS).write_bytes(b"")  # this one has its weights
+    fake_run(spec, "2", method="bitfit", rank=8, task="sst2", seed=0, dev=[0.8], heldout=[0.8])
+    fake_run(spec, "3", method="full_ft", rank=8, task="sst2", seed=0, dev=[0.8], heldout=[0.8])
+    summary = json.loads((spec / "3" / "summary.json").read_text())
+    summary["status"] = "failed"
+    (spec / "3" / "summary.json").write_text(json.dumps(summary))
+    assert weights_missing([spec]) == [spec / "0"]  # not: has weights, has none to save, failed
+
+    out = tmp_path / "results"
+    (out / "spectrum_sst2").mkdir(parents=True)
+    (out / "spectrum_sst2" / "report.md").write_text("the earlier report\n")
+    text = "\n".join(spectrum_section([sweeps], out))
+    assert "kept from the page's last generation: 1 of its runs' weights" in text
+    assert (out / "spectrum_sst2" / "report.md").read_text() == "the earlier report\n"
+
+    (out / "spectrum_sst2" / "report.md").unlink()  # nothing to keep: it is rebuilt, and cannot be
+    text = "\n".join(spectrum_section([sweeps], out))
+    assert "`spectrum_sst2`: not testable yet" in text and "kept" not in text
