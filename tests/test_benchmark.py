@@ -8,6 +8,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def sst2_head(data_dir: Path, out: Path, rows: int = 96) -> Path:
+    """A data mirror holding the first rows of the real SST-2 train and dev files: the jobs below
+    must run, not learn, so they need not tokenise 67,349 rows each."""
+    (out / "sst2").mkdir(parents=True)
+    for split in ("train", "dev"):
+        lines = (data_dir / "sst2" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        (out / "sst2" / f"{split}.tsv").write_text("\n".join(lines[:rows + 1]) + "\n", encoding="utf-8")
+    return out
+
+
 def test_quick_benchmark_writes_every_ratio(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--model", "tiny_bert",
                            "--ckpt-model", "tiny_bert", "--second-model", "tiny_bert", "--skip-e2e",
@@ -82,6 +92,7 @@ def test_trainer_reference_job_runs_with_bf16(tmp_path, data_dir):
     """The Trainer + peft job at its best on a CPU (dynamic padding, length grouping, bf16): the
     benchmark's e2e_vs_hf_best reference. Five steps: it must run, not learn. Evaluating every 2
     steps evaluates at steps 2, 4 and the last, 5, once (as run.py's eval_every)."""
+    data_dir = sst2_head(data_dir, tmp_path / "data")
     proc = subprocess.run([sys.executable, "benchmarks/hf_trainer_peft.py", "--data-dir", str(data_dir),
                            "--steps", "5", "--eval-steps", "2", "--padding", "dynamic", "--bf16",
                            "--out", str(tmp_path)],
@@ -96,6 +107,7 @@ def test_main_job_against_the_trainer_at_its_best_on_the_same_job(tmp_path, data
     """benchmarks/main_job.py --vs-hf-best on a 5-step job evaluated every 2 steps: the Trainer
     runs the job read from run.py's own run (its steps and evaluations), and the ratio is written.
     Its value is the benchmark's business, not asserted."""
+    data_dir = sst2_head(data_dir, tmp_path / "data")
     proc = subprocess.run([sys.executable, "benchmarks/main_job.py", "--data-dir", str(data_dir),
                            "--seeds", "0", "--no-reference", "--vs-hf-best",
                            "--override", "trainer.max_steps=5", "--override", "trainer.eval_every=2",
