@@ -68,13 +68,13 @@ def phi_heatmap(
 def intruders_by_rank_plot(per_run: pd.DataFrame, path: str | Path, k: int, eps: float) -> Path:
     """Intruder dimensions against LoRA rank (after Shuttleworth et al. 2024), with its CSV.
 
-    Each LoRA run is a dot at its rank (the median over its matrices), the line joins the
+    Each LoRA run is a dot at its rank (its mean intruders per matrix), the line joins the
     median over the runs of each rank; FT runs have no rank, so each FT method is a horizontal
     line at the median over its runs: the reference LoRA is compared with.
 
     Args:
         per_run: one row per run with ``method``, ``rank`` (empty for FT) and
-            ``intruders_median``; written as the CSV beside the PNG.
+            ``intruders_per_matrix``; written as the CSV beside the PNG.
         path: where to write the PNG.
         k, eps: the intruder definition, for the axis label.
     """
@@ -84,17 +84,17 @@ def intruders_by_rank_plot(per_run: pd.DataFrame, path: str | Path, k: int, eps:
     lora = per_run[per_run["method"] == "lora"].astype({"rank": float})
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     if not lora.empty:
-        ax.scatter(lora["rank"], lora["intruders_median"], color="C0", alpha=0.6, label="LoRA run")
-        medians = lora.groupby("rank")["intruders_median"].median()
+        ax.scatter(lora["rank"], lora["intruders_per_matrix"], color="C0", alpha=0.6, label="LoRA run")
+        medians = lora.groupby("rank")["intruders_per_matrix"].median()
         ax.plot(medians.index, medians.values, color="C0", marker="o", label="LoRA, median")
         ax.set_xscale("log", base=2)  # ranks are powers of two in the paper's sweeps
         ax.set_xticks(medians.index, [str(int(r)) for r in medians.index])
     for i, (method, runs) in enumerate(per_run[per_run["method"] != "lora"].groupby("method")):
-        ax.axhline(runs["intruders_median"].median(), color=f"C{i + 1}", linestyle="--",
+        ax.axhline(runs["intruders_per_matrix"].median(), color=f"C{i + 1}", linestyle="--",
                    label=f"{method} ({len(runs)} run{'s' * (len(runs) > 1)})")
     ax.set_ylim(bottom=0)  # counts: zero intruders is the floor FT is read against
     ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel(f"intruders in top {k} (|cos| < {eps:g})\nmedian over matrices")
+    ax.set_ylabel(f"intruders in top {k} (|cos| < {eps:g})\nmean per matrix")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
