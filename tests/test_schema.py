@@ -108,6 +108,26 @@ def test_spectrum_experiments_run_exactly_their_table_twins(make_cfg, spectrum_e
     assert mine == theirs
 
 
+@pytest.mark.parametrize("experiment,jobs", [
+    # LoRA r = 1, 4, 16, 64 x 3 seeds on SST-2 (FT and r = 8 are Table 2's)
+    ("spectrum_sst2", {"task": ["sst2"], "method": ["lora"], "rank": ["1", "4", "16", "64"],
+                       "seed": ["0", "1", "2"]}),
+    ("spectrum_e2e", {"method": ["lora"], "rank": ["4", "64"]}),  # seed 0; FT is Table 3's
+])
+def test_spectrum_experiments_sweep_only_their_lora_jobs(experiment, jobs):
+    """The multirun grid of each spectrum experiment, as Hydra's sweeper receives it: an
+    experiment's sweep params merge into those of the table it builds on, so a key it does not
+    set (the table's method list) would multiply its jobs."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"],
+                            return_hydra_config=True)
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    assert params == jobs
+
+
 def test_per_task_table_names_the_tasks_it_has(make_cfg):
     cfg = make_cfg(["experiment=table2_roberta_large_adpth_800k", "task=e2e"])
     with pytest.raises(InterpolationResolutionError,
