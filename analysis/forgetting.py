@@ -48,6 +48,7 @@ from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from analysis import measured
 from analysis.runs import RunError, kind_label, summary_of
 from lora_exp import REPO, export
 from lora_exp.data import collate, eval_batches, row_lengths
@@ -72,6 +73,8 @@ COLUMNS = ["run_dir", "model", "method", "rank", "task", "seed", "checkpoint", "
            "probe_data", "probe_items", "before", "after", "forgetting", "task_metric_name",
            "task_metric"]
 DEVICE = torch.device("cpu")
+# Bump when what a record measures changes: runs' recorded records (analysis.measured) are redone.
+DEFINITION = 1
 
 
 @dataclass
@@ -249,10 +252,29 @@ def task_metric(summary: dict, checkpoint: str) -> tuple[str | None, float | Non
     return main, None if value is None else float(value)
 
 
+def params(checkpoint: str = "best", lm_probe: str = "webnlg", n_texts: int = N_TEXTS,
+           seed: int = 0) -> dict:
+    """What a run's recorded forgetting depends on besides the run (the data mirror's location
+    does not: every mirror holds the same files)."""
+    return {"definition": DEFINITION, "checkpoint": checkpoint, "lm_probe": lm_probe,
+            "n_texts": n_texts, "seed": seed}
+
+
 def measure(run_dir: str | Path, checkpoint: str = "best", data_dir: str | Path | None = None,
             lm_probe: str = "webnlg", n_texts: int = N_TEXTS, seed: int = 0,
             before_scores: dict | None = None) -> dict:
-    """One run's record (:data:`COLUMNS`).
+    """One run's record (:data:`COLUMNS`): the one recorded beside the run
+    (:mod:`analysis.measured`) when it is there, else :func:`measure_run`'s, recorded."""
+    [record] = measured.cached(run_dir, "forgetting", params(checkpoint, lm_probe, n_texts, seed),
+                               lambda: [measure_run(run_dir, checkpoint, data_dir, lm_probe,
+                                                    n_texts, seed, before_scores)])
+    return {**record, "run_dir": str(run_dir)}
+
+
+def measure_run(run_dir: str | Path, checkpoint: str = "best", data_dir: str | Path | None = None,
+                lm_probe: str = "webnlg", n_texts: int = N_TEXTS, seed: int = 0,
+                before_scores: dict | None = None) -> dict:
+    """One run's record (:data:`COLUMNS`), measured from its weights.
 
     Args:
         data_dir: the data mirror of the probe; default: the run's own ``data_dir``.

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import table2, table3, tables56
+from analysis import forgetting, measured, spectrum, table2, table3, tables56
 from analysis.report import build as build_report
+from analysis.report import pick_runs
 from analysis.collect import collect
 from analysis.curves import curves, plot_curves
 from analysis.lr_grid import write_grid
@@ -197,18 +198,34 @@ def table3_section(outputs: list[Path], out: Path) -> list[str]:
 WEIGHT_METHODS = ("lora", "full_ft", "ft_top2")
 
 
-def weights_missing(folders: list[Path]) -> list[Path]:
+def weights_missing(folders: list[Path], recorded: bool = True) -> list[Path]:
     """The finished runs under ``folders`` whose saved weights the reports would read but that
     this checkout lacks: weights are not committed (only small adapters, on purpose), so a fresh
-    clone has the runs' records without them."""
+    clone has the runs' records without them. ``recorded``: a run whose spectrum and forgetting
+    are recorded beside it (:mod:`analysis.measured`) needs no weights for them."""
     missing = []
     for summary in sorted(s for f in folders for s in f.glob("*/summary.json")):
         run = json.loads(summary.read_text())
         saved = ((run.get("config") or {}).get("trainer") or {}).get("save_trained", True)
         if (run.get("status") == "ok" and run.get("method") in WEIGHT_METHODS and saved
-                and not (summary.parent / WEIGHTS).is_file()):
+                and not (summary.parent / WEIGHTS).is_file()
+                and not (recorded and measured.has(summary.parent, RECORDED))):
             missing.append(summary.parent)
     return missing
+
+
+# The measurements the spectrum reports read, with the parameters the page uses.
+RECORDED = {"spectrum": spectrum.params(), "forgetting": forgetting.params()}
+
+
+def section7_weights_missing(folders: list[Path], ranks: tuple[int, int]) -> list[Path]:
+    """The runs a report on ``folders`` would compare in §7 (whose A and B are read, never
+    recorded) that lack their saved weights here; none when there is no such pair."""
+    try:
+        picked = pick_runs(collect(folders), *ranks)
+    except (RunError, FileNotFoundError):
+        return []
+    return [run for run in picked if not (run / WEIGHTS).is_file()]
 
 
 def kept_report(report: Path, missing: list[Path]) -> str | None:
@@ -223,7 +240,7 @@ def kept_report(report: Path, missing: list[Path]) -> str | None:
 def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str]:
     lines = ['<a id="section7"></a>', "", "## §7 on the converged rank sweep", ""]
     for folder in _folders(outputs, "rank_"):
-        missing = weights_missing([folder])
+        missing = weights_missing([folder], recorded=False)
         kept = kept_report(out / "section7" / "report.md", missing) if missing else None
         if not kept:
             try:
@@ -248,7 +265,7 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
             continue
         folders = [root / n for root in outputs for n in names if (root / n).is_dir()]
         link = f"[{out.name}/{name}/report.md]({out.name}/{name}/report.md)"
-        missing = weights_missing(folders)
+        missing = weights_missing(folders) + section7_weights_missing(folders, ranks)
         kept = kept_report(out / name / "report.md", missing) if missing else None
         if kept:
             found.append(f"{link} ({kept})")

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from analysis import measured
 from analysis.plots import effective_rank_plot, intruders_by_rank_plot
 from analysis.runs import (Key, RunError, finetuned_weights, kind_label, lora_factors,
                            pretrained_weights, summary_of)
@@ -44,6 +45,8 @@ DEFAULT_TARGETS = ("wq", "wk", "wv", "wo")
 INTRUDER_K = 10
 INTRUDER_EPS = 0.5
 SHARE = 0.9  # effective_rank_90: the share of ‖ΔW‖_F² to hold
+# Bump when what a row measures changes: runs' recorded rows (analysis.measured) are then redone.
+DEFINITION = 1
 COLUMNS = ["run_dir", "method", "rank", "task", "seed", "layer", "weight_type", "module",
            "effective_rank_90", "stable_rank", "intruders", "norm_ratio"]
 
@@ -147,7 +150,23 @@ def updates(run_dir: str | Path
 
 
 def run_table(run_dir: str | Path, k: int = INTRUDER_K, eps: float = INTRUDER_EPS) -> pd.DataFrame:
-    """One row per adapted matrix of one run, with the :data:`COLUMNS`."""
+    """One row per adapted matrix of one run, with the :data:`COLUMNS`: the rows recorded beside
+    the run (:mod:`analysis.measured`) when they are there, else measured from its weights and
+    recorded."""
+    if method_of(Path(run_dir)) not in SUPPORTED:
+        updates(run_dir)  # raises the error that names the supported methods
+    rows = measured.cached(run_dir, "spectrum", params(k, eps),
+                           lambda: measured.records(measure_run(run_dir, k, eps)))
+    return pd.DataFrame(rows, columns=COLUMNS).assign(run_dir=str(run_dir))
+
+
+def params(k: int = INTRUDER_K, eps: float = INTRUDER_EPS) -> dict:
+    """What a run's recorded spectrum rows depend on besides the run."""
+    return {"definition": DEFINITION, "k": k, "eps": eps, "share": SHARE}
+
+
+def measure_run(run_dir: str | Path, k: int = INTRUDER_K, eps: float = INTRUDER_EPS) -> pd.DataFrame:
+    """:func:`run_table` computed from the run's weights."""
     method, rank, deltas = updates(run_dir)
     s = summary_of(Path(run_dir))
     ids = {"run_dir": str(run_dir), "method": method, "rank": rank, "task": s.get("task"),

@@ -482,3 +482,29 @@ def test_a_run_whose_weights_are_not_in_this_checkout(runs, tmp_path):
                            "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no adapter weights (adapter_model.safetensors missing" in proc.stderr
+
+
+def test_measurements_are_recorded_beside_the_run(runs, tmp_path):
+    """Spectrum and forgetting are written next to the run's records, so a checkout without the
+    run's weights still has them; a record of another finish of the run is not used."""
+    import shutil
+
+    from analysis import forgetting, spectrum
+    from analysis.runs import RunError
+    from lora_exp.export import WEIGHTS
+
+    run_dir = tmp_path / "r2"
+    shutil.copytree(runs / "r2", run_dir, ignore=shutil.ignore_patterns("measured"))
+    table, record = spectrum.run_table(run_dir), forgetting.measure(run_dir)
+    assert {p.name for p in (run_dir / "measured").iterdir()} == {"spectrum.measured.json", "forgetting.measured.json"}
+    (run_dir / WEIGHTS).unlink()
+    pd.testing.assert_frame_equal(spectrum.run_table(run_dir), table)
+    assert forgetting.measure(run_dir) == record
+    # Other parameters, or the run finished again: measured anew, which needs the weights.
+    with pytest.raises(RunError, match="no adapter weights"):
+        spectrum.run_table(run_dir, k=5)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["finished_at"] += 1
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(RunError, match="no adapter weights"):
+        spectrum.run_table(run_dir)

@@ -171,6 +171,14 @@ def test_reports_are_kept_where_the_checkout_lacks_the_weights(tmp_path):
     summary["status"] = "failed"
     (spec / "3" / "summary.json").write_text(json.dumps(summary))
     assert weights_missing([spec]) == [spec / "0"]  # not: has weights, has none to save, failed
+    # A run whose spectrum and forgetting are recorded beside it needs no weights for them.
+    from analysis import measured
+    from analysis.results import RECORDED
+    fake_run(spec, "4", method="lora", rank=4, task="sst2", seed=0, dev=[0.8], heldout=[0.8])
+    for name, params in RECORDED.items():
+        measured.write(spec / "4", name, params, [{"run_dir": "x"}])
+    assert weights_missing([spec]) == [spec / "0"]
+    assert weights_missing([spec], recorded=False) == [spec / "0", spec / "4"]
 
     out = tmp_path / "results"
     (out / "spectrum_sst2").mkdir(parents=True)
