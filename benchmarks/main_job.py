@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = ("trainer.precision=fp32", "trainer.compile=false")
 
@@ -46,13 +48,26 @@ def one_run(data_dir: str, seed: int, overrides: tuple[str, ...], run_dir: Path)
             "evaluations": summary["evaluations"]}
 
 
+def eval_every_error(data_dir: str, overrides: tuple[str, ...]) -> str | None:
+    """Why ``--vs-hf-best`` cannot time this job, or None: the Trainer's ``eval_steps`` is a
+    number of steps, so run.py's resolved ``trainer.eval_every`` must be one. Read with Hydra's
+    ``--cfg job`` (nothing runs), before any timed run."""
+    cmd = [sys.executable, "run.py", f"data_dir={data_dir}", *overrides, "--cfg", "job",
+           "--resolve", "--package", "trainer"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "run.py failed"
+    value = yaml.safe_load(proc.stdout)["eval_every"]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    return (f"trainer.eval_every={value!r} is invalid with --vs-hf-best; valid: a number of steps "
+            "(the Trainer's eval_steps), e.g. --override trainer.eval_every=500")
+
+
 def hf_best_run(data_dir: str, ours: dict, run_dir: Path, out: Path) -> dict:
     """The Trainer + peft job at its best, on the job that ``ours`` (a run.py run) ran."""
     summary = json.loads((run_dir / "summary.json").read_text())
     trainer = summary["config"]["trainer"]
-    if not isinstance(trainer["eval_every"], int):
-        raise ValueError(f"trainer.eval_every={trainer['eval_every']!r}: --vs-hf-best needs a "
-                         "number of steps, as the Trainer's eval_steps")
     cmd = [sys.executable, "benchmarks/hf_trainer_peft.py", "--data-dir", data_dir,
            "--steps", str(summary["steps"]), "--batch-size", str(trainer["batch_size"]),
            "--lr", str(trainer["lr"]), "--max-length", str(trainer["max_length"]),
@@ -103,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data_dir) / "sst2" / "train.tsv").is_file():
         print(f"error: --data-dir={args.data_dir} is invalid: no sst2/train.tsv there; valid: a "
               "folder laid out like ../shared/data", file=sys.stderr)
+        return 2
+    if args.vs_hf_best and (error := eval_every_error(args.data_dir, tuple(args.override))):
+        print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -122,3 +122,15 @@ def test_main_job_against_the_trainer_at_its_best_on_the_same_job(tmp_path, data
     assert result["main_job_speedup"] is None
     assert result["e2e_vs_hf_best"] == ours["wall_s"] / hf["wall_s"]
     assert "e2e_vs_hf_best" in (tmp_path / "main_job.md").read_text()
+
+
+def test_main_job_against_the_trainer_needs_eval_every_in_steps(tmp_path, data_dir):
+    """The Trainer's eval_steps is a number of steps: an epoch-wise run.py job is refused before
+    anything runs, naming the key, the value and what is valid."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "benchmarks/main_job.py", "--data-dir", str(data_dir),
+                           "--no-reference", "--vs-hf-best", "--override", "trainer.eval_every=epoch",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "trainer.eval_every='epoch' is invalid with --vs-hf-best; valid: a number of steps" in proc.stderr
+    assert not out.exists()
