@@ -285,6 +285,19 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
                     "Commands:", "", SPECTRUM_COMMANDS, ""]
 
 
+def trained_on(run_dirs) -> str:
+    """Runs per training precision and machine (a run records its machine since the field was
+    added; earlier ones say only their precision)."""
+    counts: dict[str, int] = {}
+    for run_dir in run_dirs:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        m = summary.get("machine")
+        where = f", {m['cpu']}{' avx512_bf16/amx' if m['native_bf16'] else ''}" if m else ""
+        label = f"{summary.get('precision', '?')}{where}"
+        counts[label] = counts.get(label, 0) + 1
+    return "; ".join(f"{label}: {n}" for label, n in sorted(counts.items()))
+
+
 def compute_section(outputs: list[Path]) -> list[str]:
     """What the kept sweeps cost: per folder, the runs and the sum of their recorded wall times."""
     lines = ['<a id="compute"></a>', "", "## Compute", ""]
@@ -296,7 +309,8 @@ def compute_section(outputs: list[Path]) -> list[str]:
             continue  # not a sweep folder
         ok = runs[runs["status"] == "ok"]
         rows.append({"folder": folder.name, "runs ok": len(ok), "other": len(runs) - len(ok),
-                     "job-hours": ok["wall_s"].fillna(0).sum() / 3600})
+                     "job-hours": ok["wall_s"].fillna(0).sum() / 3600,
+                     "trained on": trained_on(ok["run_dir"])})
     if not rows:
         return lines + ["No runs yet.", ""]
     table = pd.DataFrame(rows)
@@ -304,7 +318,8 @@ def compute_section(outputs: list[Path]) -> list[str]:
     return lines + [
         "Wall time each finished run recorded (`wall_s`: one job on one thread, two jobs side by "
         "side on the 2-core machine; a resumed run counts its last segment only, so this is a "
-        "lower bound), summed per sweep folder:", "",
+        "lower bound), summed per sweep folder, with the runs per training precision (`auto` "
+        "takes bf16 on a CPU with native bf16, fp32 on one without, whose steps are slower):", "",
         table.to_markdown(index=False, floatfmt=".1f"), "",
         f"Total: {total:.1f} job-hours, about {total / 2:.1f} machine-hours at two jobs at a time.", ""]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import random
 
 import numpy as np
@@ -48,6 +49,19 @@ def native_bf16() -> bool:
     oneDNN emulates bf16 products and a bf16 step is slower than an fp32 one."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def machine() -> dict:
+    """What a run's figures (wall time above all) were measured on: the CPU's model name, whether
+    it has native bf16, torch's threads, and the GPU if one is used."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass  # not Linux: platform's name stays
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "native_bf16": native_bf16(), "threads": torch.get_num_threads(), "gpu": gpu}
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -32,7 +32,8 @@ from lora_exp.models import build_model, describe, load_tokenizer, model_dropout
 from lora_exp.optim import StepPlan, clip_and_step, lr_lambda, make_optimizer
 from lora_exp.params import count_params, set_trainable
 from lora_exp.runlog import Tracker, git_sha, write_json
-from lora_exp.runtime import pick_compute, precision_name, quiet_libraries, seed_everything
+from lora_exp.runtime import (machine, pick_compute, precision_name, quiet_libraries,
+                              seed_everything)
 from lora_exp.schema import method_identity
 from lora_exp.selection import protocol, selecting_key, summarize
 from lora_exp.spec import ModelSpec
@@ -230,7 +231,8 @@ def run(cfg, out_dir: Path) -> dict:
         raise ConfigError("config", str(e).splitlines()[0], None, "could not be resolved") from None
     summary = {"status": "running", "task": cfg.task.name, "model": cfg.model.name,
                "method": cfg.method.get("label") or cfg.method.name, "rank": cfg.rank, "seed": cfg.seed,
-               "git_sha": git_sha(), "pid": os.getpid(), "started_at": time.time(), "config": resolved}
+               "git_sha": git_sha(), "pid": os.getpid(), "started_at": time.time(),
+               "machine": machine(), "config": resolved}
     if main:
         write_json(out_dir / "summary.json", summary)
     try:

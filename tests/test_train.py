@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lora_exp.runtime import native_bf16
 from lora_exp.trainer import run
 
 
@@ -25,6 +26,10 @@ def test_run_directory_contract(make_cfg, tmp_path, data_dir):
     dev = saved["metrics"]["dev"]
     assert set(dev) == {"best", "final"} and "accuracy" in dev["best"] and dev["final"]["step"] == 4
     assert saved["wall_s"] > 0 and saved["config"]["method"]["rank"] == 4
+    # what the wall time was measured on
+    assert saved["machine"]["cpu"] and saved["machine"]["threads"] == torch.get_num_threads()
+    assert saved["machine"]["native_bf16"] == native_bf16()
+    assert saved["machine"]["gpu"] == (torch.cuda.get_device_name() if torch.cuda.is_available() else None)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4] and all("dev/accuracy" in r for r in lines)
     tensors = load_file(str(tmp_path / "adapter_model.safetensors"))

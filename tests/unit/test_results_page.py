@@ -13,7 +13,7 @@ from lora_exp.selection import summarize
 
 
 def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=1000, targets=("wq", "wv"),
-             wall_s=360.0):
+             wall_s=360.0, precision="bf16", machine=None):
     """A run directory as the trainer writes it, summary made by the trainer's own summarize."""
     d = root / name
     d.mkdir(parents=True)
@@ -26,7 +26,8 @@ def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=10
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     (d / "summary.json").write_text(json.dumps({
         "status": "ok", "task": task, "method": method, "rank": rank, "seed": seed, "model": "minilm",
-        "params": {"trainable": trainable}, "wall_s": wall_s,
+        "params": {"trainable": trainable}, "wall_s": wall_s, "precision": precision,
+        **({"machine": machine} if machine else {}),
         "config": {"trainer": {"lr": 1e-3}, "method": {"targets": list(targets)}},
         "metrics": summarize(history, Cfg(task_cfg), "heldout")}))
 
@@ -81,13 +82,16 @@ def test_the_paper_column_is_the_papers_table_2(sweeps, tmp_path_factory):
 
 def test_compute_sums_the_recorded_wall_times(sweeps, tmp_path_factory):
     fake_run(sweeps / "rank_x", "r1", method="lora", rank=1, task="mrpc", seed=0, dev=[0.7],
-             heldout=[0.7], wall_s=1800.0)
+             heldout=[0.7], wall_s=1800.0, precision="fp32",
+             machine={"cpu": "AMD EPYC", "native_bf16": False, "threads": 1, "gpu": None})
+    fake_run(sweeps / "rank_x", "r2", method="lora", rank=2, task="mrpc", seed=0, dev=[0.7],
+             heldout=[0.7], wall_s=1800.0)  # recorded before runs recorded their machine
     page = write_page([sweeps], tmp_path_factory.mktemp("out") / "res").read_text()
     compute = page.split("## Compute")[1]
     cells = lambda *c: r"\|\s*" + r"\s*\|\s*".join(map(re.escape, c)) + r"\s*\|"  # noqa: E731
-    assert re.search(cells("rank_x", "1", "0", "0.5"), compute)  # 1,800 s
-    assert re.search(cells("table2_cpu", "15", "0", "1.5"), compute)  # 15 runs × 360 s
-    assert "Total: 2.0 job-hours, about 1.0 machine-hours" in compute
+    assert re.search(cells("rank_x", "2", "0", "1.0", "bf16: 1; fp32, AMD EPYC: 1"), compute)  # 2 × 1,800 s
+    assert re.search(cells("table2_cpu", "15", "0", "1.5", "bf16: 15"), compute)  # 15 runs × 360 s
+    assert "Total: 2.5 job-hours, about 1.2 machine-hours" in compute
 
 
 def test_a_missing_section_gives_its_commands_not_figures(tmp_path):
