@@ -149,7 +149,9 @@ def table2_section(outputs: list[Path], out: Path) -> list[str]:
                             sorted(levels.items(), key=lambda kv: table2.TASKS.index(kv[0])))
     return lines + [
         "Median [min–max] over seeds, ×100, (n) runs; ↑k: k runs whose selected evaluation was "
-        "their last (still improving: a lower bound, not converged). trainable excludes the head.", "",
+        "their last (still improving: a lower bound, not converged). trainable excludes the head.",
+        f"Runs per training precision (`trainer.precision=auto`; [Compute](#compute)): "
+        f"{trained_on(rows['run_dir'].unique())}.", "",
         "**Paper protocol** (best dev evaluation):", "", table2.markdown(st, "paper"), "",
         "**Held-out protocol** (dev at the evaluation best on the 500-row held-out slice):", "",
         table2.markdown(st, "heldout"), "",

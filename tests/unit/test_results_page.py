@@ -62,6 +62,7 @@ def test_table2_section_tables_marks_and_verdicts(sweeps, tmp_path_factory):
     assert st.loc[("lora r=8", "rte", "paper"), "improving"] == 3  # best at the last epoch
     assert st.loc[("full_ft", "rte", "paper"), "improving"] == 0
     assert "55.0 [55.0–55.0] (3) ↑3" in page
+    assert "Runs per training precision (`trainer.precision=auto`; [Compute](#compute)): bf16: 15." in page
     v = pd.read_csv(out / "table2_verdicts.csv").set_index(["claim", "task", "protocol"])
     assert v.loc[("LoRA within seed noise of FT", "mrpc", "paper"), "holds"]
     assert not v.loc[("LoRA within seed noise of FT", "rte", "paper"), "holds"]
