@@ -2,6 +2,7 @@
 runs (tiny_bert on SST-2 -> the STS-B probe; tiny_gpt2 on E2E -> the WebNLG LM-loss probe)."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,14 @@ def test_spearman_of_perfectly_ordered_cosines_is_one():
     assert forgetting.cosine_spearman(a, b, gold[::-1].copy()) == pytest.approx(-1.0)
 
 
+def unrecorded(*run_dirs):
+    """Drop the records an earlier test's measure left beside these runs (analysis.measured), so
+    that the next one measures from the weights."""
+    from analysis import measured
+    for run_dir in run_dirs:
+        shutil.rmtree(run_dir / measured.FOLDER, ignore_errors=True)
+
+
 def test_before_and_after_are_one_function_on_two_models(enc_runs, monkeypatch):
     calls = []
     real = forgetting.probe_score
@@ -94,6 +103,7 @@ def test_before_and_after_are_one_function_on_two_models(enc_runs, monkeypatch):
         return calls[-1][1]
 
     monkeypatch.setattr(forgetting, "probe_score", spy)
+    unrecorded(enc_runs / "lora")
     rec = forgetting.measure(enc_runs / "lora")
     assert len(calls) == 2 and [rec["before"], rec["after"]] == [v for _, v in calls]
     (base, _), (tuned, _) = calls
@@ -116,6 +126,7 @@ def test_runs_of_one_base_model_score_it_once(enc_runs, monkeypatch, tmp_path):
     real = forgetting.probe_score
     monkeypatch.setattr(forgetting, "probe_score",
                         lambda *a: calls.append(a[0]) or real(*a))
+    unrecorded(enc_runs / "lora", enc_runs / "full_ft")
     table = forgetting.write_forgetting([enc_runs / "lora", enc_runs / "full_ft"], tmp_path)
     assert len(calls) == 3  # one base model (same config, seed 0) + two tuned ones
     alone = forgetting.measure(enc_runs / "full_ft")
