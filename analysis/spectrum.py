@@ -124,6 +124,19 @@ def method_of(run_dir: Path) -> str:
     return ((s.get("config") or {}).get("method") or {}).get("name") or s.get("method")
 
 
+def supported_method(run_dir: Path) -> str:
+    """The run's method, when it is one whose update is a change of weight matrices.
+
+    Raises:
+        RunError: bitfit, prefix or adapter runs, naming the supported methods.
+    """
+    method = method_of(run_dir)
+    if method not in SUPPORTED:
+        raise RunError(f"{run_dir}: method={method} has no weight update ΔW to analyse; "
+                       f"spectrum supports the methods {', '.join(SUPPORTED)}")
+    return method
+
+
 def updates(run_dir: str | Path
             ) -> tuple[str, int | None, dict[Key, tuple[torch.Tensor, torch.Tensor]]]:
     """(method, LoRA rank or None, {Key: (W0, ΔW)}) of one run.
@@ -133,10 +146,7 @@ def updates(run_dir: str | Path
             adapters), or a run without the saved weights.
     """
     run_dir = Path(run_dir)
-    method = method_of(run_dir)
-    if method not in SUPPORTED:
-        raise RunError(f"{run_dir}: method={method} has no weight update ΔW to analyse; "
-                       f"spectrum supports the methods {', '.join(SUPPORTED)}")
+    method = supported_method(run_dir)
     if method == "lora":
         factors = lora_factors(run_dir)
         w0 = pretrained_weights(run_dir, sorted(factors))
@@ -153,8 +163,7 @@ def run_table(run_dir: str | Path, k: int = INTRUDER_K, eps: float = INTRUDER_EP
     """One row per adapted matrix of one run, with the :data:`COLUMNS`: the rows recorded beside
     the run (:mod:`analysis.measured`) when they are there, else measured from its weights and
     recorded."""
-    if method_of(Path(run_dir)) not in SUPPORTED:
-        updates(run_dir)  # raises the error that names the supported methods
+    supported_method(Path(run_dir))  # before any record is read: other methods have none
     rows = measured.cached(run_dir, "spectrum", params(k, eps),
                            lambda: measured.records(measure_run(run_dir, k, eps)))
     return pd.DataFrame(rows, columns=COLUMNS).assign(run_dir=str(run_dir))
