@@ -24,7 +24,9 @@ def main(cfg: DictConfig) -> float | None:
     out_dir = hydra_cfg.runtime.output_dir
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     if sweeping:  # a re-run sweep skips finished jobs and resumes interrupted ones
-        previous = rerun_job(cfg, out_dir, hydra_cfg.sweep.dir)
+        action, previous = rerun_job(cfg, out_dir, hydra_cfg.sweep.dir)
+        if action == rerun.CONFLICT:  # left as it is; the sweep exits 1 at its end
+            return None
         if previous is not None:
             return report(previous, out_dir)
     try:
@@ -43,22 +45,26 @@ def main(cfg: DictConfig) -> float | None:
     return report(summary, out_dir)
 
 
-def rerun_job(cfg: DictConfig, out_dir: str, sweep_dir: str) -> dict | None:
+def rerun_job(cfg: DictConfig, out_dir: str, sweep_dir: str) -> tuple[str, dict | None]:
     """Decide what this sweep job does with what an earlier run left in ``out_dir``
-    (:mod:`lora_exp.rerun`): the earlier summary if the job is skipped; else None, with
+    (:mod:`lora_exp.rerun`): the action, and the earlier summary if the job is skipped; with
     ``resume`` set when it continues from a checkpoint."""
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException:  # the run itself reports a config that does not resolve
-        return None
+        return rerun.RUN, None
     action, reason = rerun.decide(Path(out_dir), resolved)
     rerun.record(Path(sweep_dir), Path(out_dir), action, reason)
+    if action == rerun.CONFLICT:
+        log.error("sweep job %s: not run: %s", Path(out_dir).name, reason)
+        print(f"error: sweep job {Path(out_dir).name} not run: {reason}", file=sys.stderr)
+        return action, None
     log.info("sweep job %s: %s (%s)", Path(out_dir).name, action, reason)
     if action == rerun.SKIP:
-        return json.loads((Path(out_dir) / "summary.json").read_text())
+        return action, json.loads((Path(out_dir) / "summary.json").read_text())
     if action == rerun.RESUME:
         cfg.resume = True
-    return None
+    return action, None
 
 
 def report(summary: dict, out_dir: str) -> float | None:

@@ -4,6 +4,8 @@
   ``failed`` and why) and lets the sweep go on; this callback then reads every job's summary and
   ends the command with exit code 1 if any job failed, so a sweep never looks green when part
   of it broke.
+  A job that refused to overwrite another config's finished run (:mod:`lora_exp.rerun`)
+  counts as failed too.
 * :class:`ReportReruns`: what the jobs of this invocation did with an earlier run of the same
   sweep (:mod:`lora_exp.rerun`): how many were skipped, resumed and run.
 """
@@ -39,12 +41,22 @@ def failed_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
 
 
 class ExitNonZeroOnFailure(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.start = time.time()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        bad = failed_jobs(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        bad = failed_jobs(sweep_dir)
+        for run_dir, reason in bad:
+            log.error("job failed: %s: %s", run_dir, reason)
         if bad:
-            for run_dir, reason in bad:
-                log.error("job failed: %s: %s", run_dir, reason)
             print(f"{len(bad)} job(s) of the sweep failed (see their summary.json)", file=sys.stderr)
+        conflicts = [r for r in rerun.actions_since(sweep_dir, getattr(self, "start", 0.0))
+                     if r["action"] == rerun.CONFLICT]
+        if conflicts:
+            print(f"{len(conflicts)} job(s) of the sweep not run: their folders hold finished runs "
+                  "made under another config (above)", file=sys.stderr)
+        if bad or conflicts:
             sys.exit(1)
 
 
@@ -55,7 +67,9 @@ class ReportReruns(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         done = rerun.actions_since(Path(config.hydra.sweep.dir), getattr(self, "start", 0.0))
         counts = {a: sum(r["action"] == a for r in done) for a in (rerun.SKIP, rerun.RESUME, rerun.RUN)}
+        conflicts = sum(r["action"] == rerun.CONFLICT for r in done)
         print(f"sweep: skipped {counts[rerun.SKIP]} (ok under the same config), resumed "
-              f"{counts[rerun.RESUME]}, ran {counts[rerun.RUN]}")
+              f"{counts[rerun.RESUME]}, ran {counts[rerun.RUN]}"
+              + (f", not run {conflicts} (another config's finished run in its folder)" if conflicts else ""))
         for r in done:
             log.info("sweep job %s: %s (%s)", r["job"], r["action"], r["reason"])

@@ -7,7 +7,10 @@ killed session) must not redo finished work. Each job looks at its directory fir
 * ``resume``: the run was interrupted (status still ``running``) under the same config and left
   a training checkpoint (``trainer.checkpoint_every``): it continues from it (``resume=true``);
 * ``run``: anything else: no earlier run, a failed one (its failure may have been fixed since),
-  an interrupted one without a checkpoint, or one made under another config.
+  an interrupted one without a checkpoint, or an unfinished one made under another config;
+* ``conflict``: its directory holds a finished (``ok``) run made under another config, as when
+  another grid is swept into the same directory and job numbers name other jobs. The job does
+  not run, so that run is not overwritten, and the sweep exits 1 at its end.
 
 Each job appends its decision to ``<sweep dir>/sweep_actions.jsonl``; the multirun callback
 (:mod:`lora_exp.hydra_callbacks`) prints the counts at the end.
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from lora_exp.resume import FILE as CHECKPOINT_FILE
 
-SKIP, RESUME, RUN = "skip", "resume", "run"
+SKIP, RESUME, RUN, CONFLICT = "skip", "resume", "run", "conflict"
 ACTIONS_FILE = "sweep_actions.jsonl"
 # Keys that say how to run, not what: a job resumed with resume=true is still the same job.
 _NOT_COMPARED = ("resume",)
@@ -42,6 +45,12 @@ def _first_difference(old, new, prefix: str = "") -> str | None:
     return None if old == new else prefix.rstrip(".")
 
 
+def _at(config, dotted: str):
+    for key in dotted.split("."):
+        config = config.get(key, "(absent)") if isinstance(config, dict) else "(absent)"
+    return config
+
+
 def decide(run_dir: Path, resolved: dict) -> tuple[str, str]:
     """(action, reason) for a sweep job about to run in ``run_dir`` with config ``resolved``."""
     path = Path(run_dir) / "summary.json"
@@ -51,10 +60,16 @@ def decide(run_dir: Path, resolved: dict) -> tuple[str, str]:
         summary = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return RUN, "its summary.json is unreadable"
-    differs = _first_difference(summary.get("config") or {}, resolved)
+    old = summary.get("config") or {}
+    differs = _first_difference(old, resolved)
+    status = summary.get("status")
+    if differs and status == "ok":
+        return CONFLICT, (f"{run_dir} holds a finished run made under another config ({differs}: "
+                          f"{_at(old, differs)!r} there, {_at(resolved, differs)!r} here); running "
+                          "would overwrite it: sweep into another hydra.sweep.dir, or delete that "
+                          "folder to replace its run")
     if differs:
         return RUN, f"the earlier run had another config ({differs})"
-    status = summary.get("status")
     if status == "ok":
         return SKIP, "ok under the same config"
     if status == "running" and (Path(run_dir) / CHECKPOINT_FILE).is_file():

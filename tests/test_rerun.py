@@ -28,8 +28,12 @@ def test_decide_reads_the_earlier_run(tmp_path):
     _write(tmp_path / "ok", "ok", cfg)
     assert rerun.decide(tmp_path / "ok", cfg) == (rerun.SKIP, "ok under the same config")
     assert rerun.decide(tmp_path / "ok", {**cfg, "resume": True})[0] == rerun.SKIP  # how, not what
+    # Another grid swept into the folder: its finished run is not overwritten.
     action, reason = rerun.decide(tmp_path / "ok", {**cfg, "trainer": {"lr": 0.01}})
-    assert action == rerun.RUN and "trainer.lr" in reason
+    assert action == rerun.CONFLICT and "trainer.lr: 0.001 there, 0.01 here" in reason
+    _write(tmp_path / "failed_other", "failed", cfg)
+    action, reason = rerun.decide(tmp_path / "failed_other", {**cfg, "rank": 8})
+    assert action == rerun.RUN and "(rank)" in reason
     _write(tmp_path / "killed", "running", cfg, checkpoint=True)
     assert rerun.decide(tmp_path / "killed", cfg)[0] == rerun.RESUME
     _write(tmp_path / "killed_early", "running", cfg)
@@ -75,3 +79,20 @@ def test_a_killed_sweep_rerun_skips_the_finished_jobs(tmp_path, data_dir):
     assert _statuses(sweep_dir) == {"0": "ok", "1": "ok", "2": "ok", "3": "ok"}
     for job in finished:  # untouched: not run again
         assert (sweep_dir / job / "summary.json").stat().st_mtime_ns == mtimes[job]
+
+
+def test_a_sweep_does_not_overwrite_another_configs_finished_run(tmp_path, data_dir):
+    """Job numbers name other jobs when another grid is swept into the same folder."""
+    sweep_dir = tmp_path / "sweep"
+    first = [a.replace("rank=1,2,4,8", "rank=1") for a in _sweep(sweep_dir, data_dir)]
+    assert subprocess.run(first, cwd=REPO, env=ENV, capture_output=True, timeout=300).returncode == 0
+    summary = (sweep_dir / "0" / "summary.json").read_bytes()
+    metrics = (sweep_dir / "0" / "metrics.jsonl").read_bytes()
+
+    other = [a.replace("rank=1", "rank=2") for a in first]
+    again = subprocess.run(other, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1
+    assert "sweep job 0 not run" in again.stderr and "rank: 1 there, 2 here" in again.stderr
+    assert "not run 1 (another config's finished run in its folder)" in again.stdout
+    assert (sweep_dir / "0" / "summary.json").read_bytes() == summary
+    assert (sweep_dir / "0" / "metrics.jsonl").read_bytes() == metrics
