@@ -25,6 +25,10 @@ from analysis import spectral_claims
 from analysis.per_layer import (id_columns, subspace_per_layer, subspace_summary, table7_per_layer,
                                 table7_summary)
 from analysis.runs import RunError
+from lora_exp.runlog import write_json
+
+# §7's verdicts as records, beside report.md (read by the results page's summary of the claims).
+CLAIMS = "claims.json"
 
 # Paper Table 7 (GPT-3, layer 48, Wq; docs/paper.md#delta-w): r=4 and r=64.
 PAPER_TABLE7 = pd.DataFrame([
@@ -67,44 +71,53 @@ def _table7(run: Path, out: Path) -> pd.DataFrame:
     return table
 
 
-def subspace_section(s_rank: pd.DataFrame, s_seed: pd.DataFrame, low: int, high: int) -> list[str]:
-    """The §7.2 section: φ(A_low, A_high) and seed-to-seed φ(A_high, A'_high) per layer × weight
-    type (× module, if a weight type has several; the :func:`subspace_per_layer` tables ``s_rank``
-    and ``s_seed``) and the verdicts on Figs. 3 and 4."""
+def phi_table(s_rank: pd.DataFrame, s_seed: pd.DataFrame, low: int, high: int) -> pd.DataFrame:
+    """φ(A_low, A_high) and seed-to-seed φ(A_high, A'_high) per layer × weight type (× module, if
+    a weight type has several), from the :func:`subspace_per_layer` tables ``s_rank``, ``s_seed``."""
+    ids = id_columns(s_rank)  # layer, weight_type, and module where a weight type has several
+    merged = s_rank[[*ids, "phi_top1"]].rename(columns={"phi_top1": f"phi_r{low}_r{high}"})
+    return merged.merge(s_seed[[*ids, "phi_top1", "phi_mean", "phi_random_top1",
+                                "phi_random_mean"]].rename(columns={
+                                    "phi_top1": "phi_seeds_top1", "phi_mean": "phi_seeds_mean"}),
+                        on=ids)
+
+
+def subspace_section(merged: pd.DataFrame, claims: list[dict], low: int, high: int) -> list[str]:
+    """The §7.2 section: the :func:`phi_table` and the verdicts on Figs. 3 and 4 (``claims``)."""
     lo, hi = f"r{low}", f"r{high}"
     lines = ["## Subspace similarity (§7.2)", "",
              f"Top-direction similarity φ(A_{lo}, A_{hi}, 1, 1) per layer (paper Fig. 3, r=8 vs 64: "
              f"> 0.5 at GPT-3 layer 48), and seed-to-seed φ(A_{hi}, A'_{hi}, 1, 1) against Gaussian random "
-             "A of the same shape (Fig. 4).", ""]
-    ids = id_columns(s_rank)  # layer, weight_type, and module where a weight type has several
-    merged = s_rank[[*ids, "phi_top1"]].rename(columns={"phi_top1": f"phi_{lo}_{hi}"})
-    merged = merged.merge(s_seed[[*ids, "phi_top1", "phi_mean", "phi_random_top1",
-                                  "phi_random_mean"]].rename(columns={
-                                      "phi_top1": "phi_seeds_top1", "phi_mean": "phi_seeds_mean"}),
-                          on=ids)
-    lines += [merged.to_markdown(index=False, floatfmt=".3f"), ""]
-    share = (merged[f"phi_{lo}_{hi}"] > 0.5).mean()
-    above_random = (merged["phi_seeds_mean"] > merged["phi_random_mean"]).mean()
-    by_type = merged.groupby("weight_type")["phi_seeds_mean"].mean()
-    lines += [
-        f"- Fig. 3, *the top direction of A_{lo} is shared with A_{hi} (φ > 0.5)*: "
-        f"{_verdict(share >= 0.5)} (φ > 0.5 for {share:.0%} of the layer × weight-type pairs).",
-        f"- Fig. 4, *two seeds at r={high} share more directions than random matrices*: "
-        f"{_verdict(above_random == 1.0)} (mean φ above the Gaussian baseline at {above_random:.0%} of pairs).",
-    ]
-    if {"wq", "wv"} <= set(by_type.index):
-        lines.append(f"- Fig. 4, *ΔWq has a higher intrinsic rank than ΔWv (more shared directions "
-                     f"across seeds)*: {_verdict(by_type['wq'] > by_type['wv'])} (mean seed-to-seed φ "
-                     f"{by_type['wq']:.3f} for wq vs {by_type['wv']:.3f} for wv).")
-    return lines + ["", f"Heatmaps: `subspace_{lo}_{hi}/*_phi.png`, `subspace_{hi}_seeds/*_phi.png`, "
+             "A of the same shape (Fig. 4).", "", merged.to_markdown(index=False, floatfmt=".3f"), ""]
+    return lines + [*claim_lines(claims), "",
+                    f"Heatmaps: `subspace_{lo}_{hi}/*_phi.png`, `subspace_{hi}_seeds/*_phi.png`, "
                     f"`subspace_{hi}_seeds/random_phi.png`; W vs ΔW (Fig. 8): "
                     f"`subspace_{lo}_{hi}/*_w_vs_delta.png`.", ""]
 
 
-def table7_section(d_low: pd.DataFrame, d_high: pd.DataFrame, low: int, high: int,
-                   model: str) -> list[str]:
+def subspace_claims(merged: pd.DataFrame, low: int, high: int) -> list[dict]:
+    """The verdicts on Figs. 3 and 4 from :func:`subspace_section`'s per-pair table."""
+    lo, hi = f"r{low}", f"r{high}"
+    share = (merged[f"phi_{lo}_{hi}"] > 0.5).mean()
+    above_random = (merged["phi_seeds_mean"] > merged["phi_random_mean"]).mean()
+    by_type = merged.groupby("weight_type")["phi_seeds_mean"].mean()
+    claims = [
+        claim(f"Fig. 3, *the top direction of A_{lo} is shared with A_{hi} (φ > 0.5)*", share >= 0.5,
+              f"φ > 0.5 for {share:.0%} of the layer × weight-type pairs"),
+        claim(f"Fig. 4, *two seeds at r={high} share more directions than random matrices*",
+              above_random == 1.0, f"mean φ above the Gaussian baseline at {above_random:.0%} of pairs"),
+    ]
+    if {"wq", "wv"} <= set(by_type.index):
+        claims.append(claim("Fig. 4, *ΔWq has a higher intrinsic rank than ΔWv (more shared directions "
+                            "across seeds)*", by_type["wq"] > by_type["wv"],
+                            f"mean seed-to-seed φ {by_type['wq']:.3f} for wq vs {by_type['wv']:.3f} for wv"))
+    return claims
+
+
+def table7_section(d_low: pd.DataFrame, d_high: pd.DataFrame, claims: list[dict], low: int,
+                   high: int, model: str) -> list[str]:
     """The §7.3 section: medians over layers of the :func:`table7_per_layer` tables at r=low and
-    r=high next to the paper's Table 7, and the verdicts on its three claims."""
+    r=high next to the paper's Table 7, and the verdicts on its three claims (``claims``)."""
     lines = ["## ΔW versus W (§7.3, Table 7)", ""]
     by = [c for c in id_columns(d_low) if c != "layer"]  # per weight type (and module)
     med = lambda d: d.groupby(by)[["proj_delta", "proj_w", "proj_random", "norm_w",  # noqa: E731
@@ -115,25 +128,41 @@ def table7_section(d_low: pd.DataFrame, d_high: pd.DataFrame, low: int, high: in
               t7.to_markdown(index=False, floatfmt=".4g"), "",
               "The paper (GPT-3 175B, layer 48, Wq, docs/paper.md#delta-w):", "",
               PAPER_TABLE7.to_markdown(index=False, floatfmt=".4g"), ""]
+    return lines + [*claim_lines(claims), "",
+                    f"Scale caveat: `{model}` trained for minutes at CPU scale, not GPT-3 175B; the "
+                    "comparison is of directions and orders of magnitude, not values.", ""]
+
+
+def table7_claims(d_low: pd.DataFrame, d_high: pd.DataFrame, low: int, high: int) -> list[dict]:
+    """The verdicts on Table 7's three claims from the per-layer tables at r=low and r=high."""
     both = pd.concat([d_low.assign(run=f"r{low}"), d_high.assign(run=f"r{high}")])
     c1 = (both["proj_delta"] > both["proj_random"]).mean()
     c2 = (both["proj_delta"] < both["proj_w"]).mean()
     amp_low, amp_high = d_low["amplification"].median(), d_high["amplification"].median()
-    return lines + [
-        f"- Claim 1, *ΔW correlates with W more than a random matrix does* "
-        f"(proj_delta > proj_random): {_verdict(c1 == 1.0)} (true for {c1:.0%} of the adapted weights).",
-        f"- Claim 2, *ΔW amplifies directions not emphasised in W* (proj_delta ≪ proj_w): "
-        f"{_verdict(c2 == 1.0)} (true for {c2:.0%} of the adapted weights).",
-        f"- Claim 3, *the amplification is large* (paper: 21.5 at r=4, ~2 at r=64; larger at low r): "
-        f"median {amp_low:.2f} at r={low} and {amp_high:.2f} at r={high} here: "
-        f"{_verdict(amp_low > 1 and amp_low > amp_high)} in the sense amplification > 1 and larger at low r.",
-        "", f"Scale caveat: `{model}` trained for minutes at CPU scale, not GPT-3 175B; the "
-        "comparison is of directions and orders of magnitude, not values.", ""]
+    return [
+        claim("Claim 1, *ΔW correlates with W more than a random matrix does* (proj_delta > "
+              "proj_random)", c1 == 1.0, f"true for {c1:.0%} of the adapted weights"),
+        claim("Claim 2, *ΔW amplifies directions not emphasised in W* (proj_delta ≪ proj_w)",
+              c2 == 1.0, f"true for {c2:.0%} of the adapted weights"),
+        claim("Claim 3, *the amplification is large, and larger at low r* (paper: 21.5 at r=4, ~2 "
+              "at r=64)", amp_low > 1 and amp_low > amp_high,
+              f"median {amp_low:.2f} at r={low} and {amp_high:.2f} at r={high}; read as: above 1, "
+              f"and larger at r={low}"),
+    ]
+
+
+def claim(text: str, holds: bool, figure: str) -> dict:
+    """One verdict as a record (``claims.json`` beside the report, read by the results page)."""
+    return {"claim": text, "holds": bool(holds), "figure": figure}
+
+
+def claim_lines(claims: list[dict]) -> list[str]:
+    return [f"- {c['claim']}: {_verdict(c['holds'])} ({c['figure']})." for c in claims]
 
 
 def section_7(df: pd.DataFrame, out: Path, low: int, high: int) -> list[str]:
     """The §7 sections (subspace similarity, Table 7) on the runs :func:`pick_runs` finds, their
-    per-layer tables and heatmaps written under ``out``.
+    per-layer tables and heatmaps written under ``out``, their verdicts in ``out/claims.json``.
 
     Raises:
         RunError: no r=low run and two r=high runs of one task × model × weight types.
@@ -145,9 +174,14 @@ def section_7(df: pd.DataFrame, out: Path, low: int, high: int) -> list[str]:
     d_low = _table7(run_low, out / f"delta_w_{lo}")
     d_high = _table7(run_high, out / f"delta_w_{hi}")
     model = df[df["run_dir"] == str(run_low)]["model"].iloc[0]
+    merged = phi_table(s_rank, s_seed, low, high)
+    phi_claims = subspace_claims(merged, low, high)
+    t7_claims = table7_claims(d_low, d_high, low, high)
+    write_json(out / CLAIMS, {"ranks": [low, high], "runs": [str(run_low), str(run_high), str(run_high_seed)],
+                              "subspace": phi_claims, "table7": t7_claims})
     return [f"Runs: r={low} `{run_low}`; r={high} `{run_high}` and `{run_high_seed}` (another "
-            "seed).", "", *subspace_section(s_rank, s_seed, low, high),
-            *table7_section(d_low, d_high, low, high, model)]
+            "seed).", "", *subspace_section(merged, phi_claims, low, high),
+            *table7_section(d_low, d_high, t7_claims, low, high, model)]
 
 
 def build(outputs: list[str], out: Path, low: int = 8, high: int = 64) -> Path:

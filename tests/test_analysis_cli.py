@@ -247,6 +247,11 @@ def test_report_puts_claims_next_to_the_paper(runs, tmp_path):
     section7, beyond = text.split("## Beyond §7")
     assert section7.count("**holds**") + section7.count("**does not hold**") == 6  # 3 subspace + 3 Table 7
     assert "21.67" in text  # the paper's Table 7 next to the measured one
+    # The same verdicts as records, for the results page's summary of the claims.
+    record = json.loads((tmp_path / "claims.json").read_text())
+    assert [len(record["subspace"]), len(record["table7"])] == [3, 3]
+    assert all(f"{'**holds**' if c['holds'] else '**does not hold**'} ({c['figure']})" in section7
+               for c in record["subspace"] + record["table7"])
     assert (tmp_path / "subspace_r2_r4" / "subspace.csv").is_file()
     assert (tmp_path / "delta_w_r4" / "delta_w.csv").is_file()
     # The FT run beside them: LoRA against FT on intruders, effective rank and forgetting.
