@@ -224,3 +224,13 @@ def write_predictions(folder: Path, split: str, contexts: list[str], predictions
         atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
         paths[kind] = path
     return paths
+
+
+def read_predictions(folder: Path, split: str) -> tuple[list[str], list[list[str]]]:
+    """The predictions and references :func:`write_predictions` wrote for ``split``."""
+    predictions = (Path(folder) / f"{split}.pred.txt").read_text(encoding="utf-8").splitlines()
+    blocks = (Path(folder) / f"{split}.ref.txt").read_text(encoding="utf-8").split("\n\n")
+    references = [block.splitlines() for block in blocks]
+    if len(references) != len(predictions):
+        raise ValueError(f"{folder}: {len(predictions)} predictions for {len(references)} reference sets")
+    return predictions, references
