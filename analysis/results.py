@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import forgetting, measured, spectrum, table2, table3, tables56
+from analysis import claims, forgetting, measured, spectrum, table2, table3, tables56
+from analysis.report import CLAIMS as SECTION7_CLAIMS
 from analysis.report import build as build_report
 from analysis.report import pick_runs
 from analysis.collect import collect
@@ -129,13 +130,17 @@ def grid_section(outputs: list[Path], out: Path) -> list[str]:
         "", "Commands:", "", GRID_COMMANDS, ""]
 
 
-def table2_section(outputs: list[Path], out: Path) -> list[str]:
+# Each section returns its lines and its claims' verdicts (:mod:`analysis.claims`).
+Section = tuple[list[str], dict[int, pd.DataFrame]]
+
+
+def table2_section(outputs: list[Path], out: Path) -> Section:
     lines = ['<a id="table2"></a>', "", "## Table 2 at CPU scale (MiniLM-L6, five GLUE tasks)", ""]
     folders = _folders(outputs, "table2_cpu")
     df = collect(folders) if folders else pd.DataFrame()
     rows = table2.main_rows(df) if len(df) else df
     if not len(rows):
-        return lines + ["Not run yet. Commands:", "", TABLE2_COMMANDS, ""]
+        return lines + ["Not run yet. Commands:", "", TABLE2_COMMANDS, ""], {}
     st = table2.stats(rows)
     st.to_csv(out / "table2_cpu.csv", index=False)
     curve = curves(folders)
@@ -162,38 +167,43 @@ def table2_section(outputs: list[Path], out: Path) -> list[str]:
         "testable.", "", "Verdicts (seed spread; analysis/table2.py):", "",
         *table2.verdict_lines(v), "", "Learning curves (dev main metric per epoch, median over seeds, "
         f"seed range shaded): ![curves]({out.name}/table2_curves.png)", "", "Commands:", "",
-        TABLE2_COMMANDS, ""]
+        TABLE2_COMMANDS, ""], claims.from_table2(v)
 
 
-def _sweep_section(outputs, out, prefix, title, rows_of, order, verdicts_of, commands) -> list[str]:
+def _sweep_section(outputs, out, prefix, title, rows_of, order, verdicts_of, commands,
+                   number: int) -> Section:
     lines = [f'<a id="{prefix.rstrip("_")}"></a>', "", f"## {title}", ""]
     folders = _folders(outputs, prefix)
     df = collect(folders) if folders else pd.DataFrame()
     rows = rows_of(df) if len(df) else df
     if not len(rows):
-        return lines + ["Not run yet. Commands:", "", commands, ""]
+        return lines + ["Not run yet. Commands:", "", commands, ""], {}
     st = table2.stats(rows)
     st.to_csv(out / f"{prefix.rstrip('_')}.csv", index=False)
     lines += ["Median [min–max] over seeds, ×100, (n) runs; ↑k as above.", ""]
     for protocol in table2.PROTOCOLS:
         lines += [f"**{protocol} selection:**", "", table2.markdown(st, protocol, order), ""]
-    return lines + ["Verdicts:", "", *tables56.verdict_lines(verdicts_of(st)), "", "Commands:", "",
-                    commands, ""]
+    v = verdicts_of(st)
+    return lines + ["Verdicts:", "", *tables56.verdict_lines(v), "", "Commands:", "",
+                    commands, ""], claims.from_sweep(v, number)
 
 
-def table3_section(outputs: list[Path], out: Path) -> list[str]:
+def table3_section(outputs: list[Path], out: Path) -> Section:
     lines = ['<a id="table3"></a>', "", "## Table 3 at CPU scale (SmolLM2-135M, E2E test)", ""]
     folders = _folders(outputs, "table3_cpu")
     df = collect(folders) if folders else pd.DataFrame()
     table = table3.means(df) if len(df) else pd.DataFrame()
     if not len(table):
-        return lines + ["Not run yet. Commands:", "", TABLE3_COMMANDS, ""]
+        return lines + ["Not run yet. Commands:", "", TABLE3_COMMANDS, ""], {}
     table.to_csv(out / "table3_cpu.csv", index=False)
+    paired = table3.paired_lora_ft(df)
     return lines + ["Mean over seeds (n runs) on the whole test set, every input against all its "
                     "references; NIST is nltk's (`nist_nltk`, about 1.1 below the paper's mteval "
                     "NIST on multi-reference data).", "", table3.markdown(table), "",
                     "The paper's GPT-2 M rows (docs/paper.md#table3):", "", table3.paper_rows(), "",
-                    "Verdicts:", "", *table3.verdict_lines(table), "", "Commands:", "", TABLE3_COMMANDS, ""]
+                    "Verdicts (LoRA ≈ FT: a paired bootstrap over the test inputs, one seed; "
+                    "`analysis/bootstrap.py`):", "", *table3.verdict_lines(table, paired), "",
+                    "Commands:", "", TABLE3_COMMANDS, ""], claims.from_table3(table3.ordering(table, paired))
 
 
 # Methods whose runs' weights the §7 and spectrum reports read.
@@ -239,7 +249,7 @@ def kept_report(report: Path, missing: list[Path]) -> str | None:
             f"this checkout (e.g. `{missing[0]}`), so it was not rebuilt")
 
 
-def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str]:
+def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> Section:
     lines = ['<a id="section7"></a>', "", "## §7 on the converged rank sweep", ""]
     for folder in _folders(outputs, "rank_"):
         missing = weights_missing([folder], recorded=False)
@@ -252,9 +262,10 @@ def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> list[str
         return lines + [f"From `{folder}`: [{out.name}/section7/report.md]({out.name}/section7/report.md) "
                         f"({kept or 'φ, Table 7 and the claims checked'}). These read each run's final A and B: the selection "
                         "protocol does not enter, so the verdicts are the same under both.", "",
-                        "Commands:", "", SECTION7_COMMANDS, ""]
+                        "Commands:", "", SECTION7_COMMANDS, ""], \
+            claims.from_section7(out / "section7" / SECTION7_CLAIMS)
     return lines + [f"Not run yet (no rank sweep with r={ranks[0]} and r={ranks[1]} adapters). Commands:", "",
-                    SECTION7_COMMANDS, ""]
+                    SECTION7_COMMANDS, ""], {}
 
 
 def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
@@ -334,18 +345,25 @@ def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8
         if not o.is_dir():
             raise RunError(f"{o}: no such folder")
     out.mkdir(parents=True, exist_ok=True)
+    sections = [
+        table2_section(outputs, out), (grid_section(outputs, out), {}),
+        _sweep_section(outputs, out, "rank_", "Table 6 at CPU scale: which rank", tables56.rank_rows,
+                       tables56.by_rank, tables56.rank_verdicts, RANKS_COMMANDS, 3),
+        _sweep_section(outputs, out, "weight_types_", "Table 5 at CPU scale: which weight types",
+                       tables56.types_rows, tables56.by_types, tables56.types_verdicts, TYPES_COMMANDS, 4),
+        section7(outputs, out, ranks), (spectrum_section(outputs, out), {}),
+        table3_section(outputs, out), (compute_section(outputs), {})]
+    found = {n: cells for _, verdicts in sections for n, cells in verdicts.items()}
     lines = ["# Results: the paper's claims re-measured at CPU scale", "",
              f"Written by `python -m analysis paper {' '.join(map(str, outputs))} --out {out}` at "
              f"commit {commit()}. Every figure below is read from the run directories under those "
              "folders; the paper's figures from docs/paper.md.", "",
-             *table2_section(outputs, out), *grid_section(outputs, out),
-             *_sweep_section(outputs, out, "rank_", "Table 6 at CPU scale: which rank", tables56.rank_rows,
-                             tables56.by_rank, tables56.rank_verdicts, RANKS_COMMANDS),
-             *_sweep_section(outputs, out, "weight_types_", "Table 5 at CPU scale: which weight types",
-                             tables56.types_rows, tables56.by_types, tables56.types_verdicts,
-                             TYPES_COMMANDS),
-             *section7(outputs, out, ranks), *spectrum_section(outputs, out),
-             *table3_section(outputs, out), *compute_section(outputs)]
+             '<a id="claims"></a>', "", "## The claims at a glance", "",
+             "Each claim's verdict over the comparisons its section makes (a task, a task against "
+             "one baseline, a decoding), under the paper's selection protocol (best dev evaluation) "
+             "and under held-out selection; each section has the figures, and `analysis/claims.py` "
+             "the rule.", "", *claims.summary(found), "",
+             *(line for section_lines, _ in sections for line in section_lines)]
     page = out.with_suffix(".md")
     page.write_text("\n".join(lines))
     return page

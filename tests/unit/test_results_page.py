@@ -8,6 +8,7 @@ import pytest
 
 from analysis.paper_numbers import paper_table, row, value
 from analysis.results import write_page
+from lora_exp.generate import write_predictions
 from analysis.runs import RunError
 from lora_exp.selection import summarize
 
@@ -147,9 +148,22 @@ def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
     # greedy under the training autocast: its own row, not pooled with the fp32 greedy one
     fake_nlg_run(tmp_path / "table3_cpu_decode_train", "lora", "lora", 59.5,
                  decoding={"greedy": True, "num_beams": 10, "precision": "train"})
+    # Beam runs without saved predictions: LoRA ≈ FT is not testable there.
     page = write_page([tmp_path], tmp_path / "out").read_text()
     assert "| greedy | lora | 100 | 60.0 | 5.00 | 40.0 | 60.0 | 2.10 | 1 |" in page
-    assert "- greedy: LoRA − FT = -1.5 BLEU" in page
+    assert "- beam 10: LoRA − FT = -0.5 BLEU (one seed, no saved predictions to bootstrap" in page
+    # Greedy runs with their predictions (the same outputs here): the paired bootstrap decides.
+    for method in ("lora", "full_ft"):
+        folder = tmp_path / "table3_cpu" / method / "predictions"
+        folder.mkdir()
+        write_predictions(folder, "test", ["name[Aromi]"] * 2, ["Aromi is a pub .", "A pub ."],
+                          [["Aromi is a pub ."], ["There is a pub ."]])
+    page = write_page([tmp_path], tmp_path / "out").read_text()
+    assert "- greedy: lora ≈ full_ft: holds (LoRA − FT = -1.5 BLEU; seed 0: +0.0, 95 % interval " \
+           "[+0.0, +0.0] over 1000 paired resamples of the 2 test inputs)." in page
+    claim7 = next(line for line in page.splitlines() if line.startswith("| 7 |"))
+    assert "| **holds partly** (3 of 4; not: greedy: adapter_l > prefix_layer: 50.0 vs 52.0 BLEU); " \
+           "not testable: 1 |" in claim7 and claim7.endswith("| no: no selection enters |")
     assert "- greedy: adapter_l > prefix_layer: does not hold (50.0 vs 52.0 BLEU)." in page
     assert "- greedy: lora > adapter_l: holds (60.0 vs 50.0 BLEU)." in page
     assert "- beam 10 − greedy, lora: BLEU +2.00" in page

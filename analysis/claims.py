@@ -1,0 +1,135 @@
+"""The results page's opening summary: each claim of the paper the page re-measures, its verdict
+under the paper's selection protocol and under held-out selection, and whether held-out selection
+changes it.
+
+Each section of the page hands over its verdicts as *cells*: one comparison each (a task, a task
+against one baseline, a decoding against another method), with ``holds`` True, False or None (not
+testable: both rows at chance, or one seed where noise decides). A claim holds where every
+testable cell holds, does not hold where none does, and holds partly in between. Cells whose
+protocol is ``both`` come from measurements that no selection enters (§7 reads the final
+weights; Table 3 decodes once, after the last step).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+PROTOCOLS = ("paper", "heldout")
+BOTH = "both"
+COLUMNS = ["claim", "protocol", "cell", "holds", "figure"]
+
+# number: (the paper's claim, where the paper makes it, the page's anchor)
+CLAIMS = {
+    1: ("LoRA is within seed noise of full fine-tuning on each task", "Table 2", "table2"),
+    2: ("LoRA ≥ BitFit, PreLayer, AdapterH and AdapterL at a comparable or larger trainable "
+        "budget", "Table 2", "table2"),
+    3: ("a small r suffices: r = 1 … 64 is flat within noise", "Table 6", "rank"),
+    4: ("at a matched budget, more weight types at a lower rank beat one type at a higher rank",
+        "Table 5", "weight_types"),
+    5: ("φ(A_r8, A_r64) has a top direction above 0.5, and seeds overlap above the Gaussian "
+        "baseline", "Figs. 3, 4", "section7"),
+    6: ("ΔW amplifies directions W does not emphasise, by a factor that falls as r grows",
+        "Table 7", "section7"),
+    7: ("on E2E, LoRA ≈ FT > AdapterL > PreLayer", "Table 3", "table3"),
+}
+FT_CLAIM = "LoRA within seed noise of FT"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def from_table2(v: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """Claims 1 and 2 from :func:`analysis.table2.verdicts`."""
+    if not len(v):
+        return {}
+    rows = [{"claim": 1 if r.claim == FT_CLAIM else 2, "protocol": r.protocol,
+             "cell": r.task if r.claim == FT_CLAIM else f"{r.task} vs {r.claim.split('≥ ', 1)[1]}",
+             "holds": r.holds, "figure": f"{_pct(r.lora)} vs {_pct(r.other)}" + (f", {r.note}" if r.note else "")}
+            for r in v.itertuples()]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return {n: g for n, g in df.groupby("claim")}
+
+
+def from_sweep(v: pd.DataFrame, number: int) -> dict[int, pd.DataFrame]:
+    """Claim 3 or 4 from :func:`analysis.tables56.rank_verdicts` / ``types_verdicts``."""
+    if not len(v):
+        return {}
+    return {number: pd.DataFrame([{"claim": number, "protocol": r.protocol, "cell": r.task,
+                                   "holds": r.holds, "figure": r.note} for r in v.itertuples()],
+                                 columns=COLUMNS)}
+
+
+def from_section7(claims_file: Path) -> dict[int, pd.DataFrame]:
+    """Claims 5 (subspace similarity) and 6 (Table 7) from the §7 report's ``claims.json``."""
+    if not claims_file.is_file():
+        return {}
+    record = json.loads(claims_file.read_text())
+    out = {}
+    for number, part in ((5, "subspace"), (6, "table7")):
+        out[number] = pd.DataFrame([{"claim": number, "protocol": BOTH, "cell": c["claim"],
+                                     "holds": c["holds"], "figure": c["figure"]}
+                                    for c in record[part]], columns=COLUMNS)
+    return out
+
+
+def from_table3(comparisons: list[dict]) -> dict[int, pd.DataFrame]:
+    """Claim 7 from :func:`analysis.table3.ordering`."""
+    if not comparisons:
+        return {}
+    return {7: pd.DataFrame([{"claim": 7, "protocol": BOTH, "cell": f"{c['decoding']}: {c['comparison']}",
+                              "holds": c["holds"], "figure": c["figure"]} for c in comparisons],
+                            columns=COLUMNS)}
+
+
+def verdict(cells: pd.DataFrame) -> str:
+    """One protocol's verdict on a claim from its cells, with the cells that break it."""
+    if not len(cells):
+        return "not run yet"
+    testable = cells[cells["holds"].notna()]
+    untestable = cells[cells["holds"].isna()]
+    if not len(testable):
+        return "not testable here (" + "; ".join(f"{r.cell}: {r.figure}" for r in untestable.itertuples()) + ")"
+    held = testable["holds"].astype(bool)
+    fails = "; ".join(f"{r.cell}: {r.figure}" for r in testable[~held].itertuples())
+    if held.all():
+        text = f"**holds** ({len(testable)} of {len(testable)})"
+    elif not held.any():
+        text = f"**does not hold** (0 of {len(testable)}: {fails})"
+    else:
+        text = f"**holds partly** ({int(held.sum())} of {len(testable)}; not: {fails})"
+    return text + (f"; not testable: {len(untestable)}" if len(untestable) else "")
+
+
+def changes(cells: pd.DataFrame) -> str:
+    """Whether held-out selection changes any cell's verdict, and which."""
+    if not len(cells):
+        return "—"
+    if (cells["protocol"] == BOTH).all():
+        return "no: no selection enters"
+    by = cells.pivot_table(index="cell", columns="protocol", values="holds", aggfunc="first")
+    if not set(PROTOCOLS) <= set(by.columns):
+        return "not testable: one protocol only"
+    word = {True: "holds", False: "does not hold"}
+    flipped = [f"{cell} ({word.get(r['paper'], 'not testable')} → {word.get(r['heldout'], 'not testable')})"
+               for cell, r in by.iterrows() if _state(r["paper"]) != _state(r["heldout"])]
+    return ("yes: " + "; ".join(flipped)) if flipped else "no"
+
+
+def _state(holds) -> str:
+    return "untestable" if holds is None or pd.isna(holds) else str(bool(holds))
+
+
+def summary(found: dict[int, pd.DataFrame]) -> list[str]:
+    """The page's summary table over :data:`CLAIMS` (``found``: each claim's cells, as the
+    ``from_*`` functions give them; a claim without cells is not run yet)."""
+    lines = ["| # | the paper's claim | paper | paper's selection | held-out selection | "
+             "held-out changes it? |", "|---|---|---|---|---|---|"]
+    for number, (text, where, anchor) in CLAIMS.items():
+        cells = found.get(number, pd.DataFrame(columns=COLUMNS))
+        per = {p: verdict(cells[cells["protocol"].isin([p, BOTH])]) for p in PROTOCOLS}
+        lines.append(f"| {number} | {text} ([figures](#{anchor})) | {where} | {per['paper']} | "
+                     f"{per['heldout']} | {changes(cells)} |")
+    return lines
