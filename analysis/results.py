@@ -250,7 +250,7 @@ def kept_report(report: Path, missing: list[Path]) -> str | None:
 
 
 def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> Section:
-    lines = ['<a id="section7"></a>', "", "## §7 on the converged rank sweep", ""]
+    lines = ['<a id="section7"></a>', "", "## §7 on a rank sweep (r=8 against r=64)", ""]
     for folder in _folders(outputs, "rank_"):
         missing = weights_missing([folder], recorded=False)
         kept = kept_report(out / "section7" / "report.md", missing) if missing else None
@@ -261,7 +261,9 @@ def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> Section:
                 continue  # no r=8 / r=64 pair with adapters here
         return lines + [f"From `{folder}`: [{out.name}/section7/report.md]({out.name}/section7/report.md) "
                         f"({kept or 'φ, Table 7 and the claims checked'}). These read each run's final A and B: the selection "
-                        "protocol does not enter, so the verdicts are the same under both.", "",
+                        "protocol does not enter, so the verdicts are the same under both. Whether "
+                        "these runs converged: the ↑ marks of their Table 6 cells above (the first "
+                        "rank sweep with the adapters is used, the converged MRPC one when it has them).", "",
                         "Commands:", "", SECTION7_COMMANDS, ""], \
             claims.from_section7(out / "section7" / SECTION7_CLAIMS)
     return lines + [f"Not run yet (no rank sweep with r={ranks[0]} and r={ranks[1]} adapters). Commands:", "",
