@@ -13,7 +13,9 @@ Evaluation protocol. Generation is slow on CPU, so an evaluation of an ``eval_sp
   token, without label smoothing, as LoRA's ``gpt2_ft.py`` evaluates);
 * the last evaluation of the run (or every one with ``task.decoding.every_eval``): decoding of
   every unique input (:mod:`lora_exp.generate`) and the paper's metrics, written as
-  ``<split>/<metric>`` beside the loss, plus the files under ``<run dir>/predictions/``.
+  ``<split>/<metric>`` beside the loss, plus the files under ``<run dir>/predictions/``; with
+  ``task.decoding.also_greedy`` a beam-search run also decodes greedily from the same weights,
+  as ``<split>/greedy_<metric>`` (predictions ``<split>_greedy.*``).
 
 ``trainer.max_eval_samples`` counts unique inputs here (each keeps all its references and rows);
 ``trainer.max_train_samples`` counts training rows, as for GLUE.
@@ -21,7 +23,7 @@ Evaluation protocol. Generation is slow on CPU, so an evaluation of an ``eval_sp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +237,9 @@ def prepare_model(model: nn.Module, task_cfg) -> None:
     if task_cfg.format not in READERS:
         raise ConfigError("task.format", task_cfg.format, sorted(READERS))
     options = DecodeOptions.from_cfg(task_cfg.decoding)
+    if task_cfg.decoding.get("also_greedy", False) and options.greedy:
+        raise ConfigError("task.decoding.also_greedy", True, [False],
+                          "the run already decodes greedily (task.decoding.greedy=true)")
     eps = float(task_cfg.get("label_smoothing") or 0.0)
     if not 0 <= eps < 1:
         raise ConfigError("task.label_smoothing", eps, "a fraction in [0, 1)")
@@ -274,14 +279,26 @@ def evaluate_split(model: nn.Module, ds: NLGEvalSet, task_cfg, *, split: str, fi
         dec = task_cfg.decoding
         if final or dec.get("every_eval", False):
             options = DecodeOptions.from_cfg(dec)
-            # fp32 unless asked: a near-tie between two tokens can flip under bf16 rounding
-            autocast = options.precision == "train" and amp_dtype is not None
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
-                preds = generate(model, tokenizer, encode_prompts(tokenizer, ds.contexts), options,
-                                 end_id=special_ids(tokenizer)[1], device=device)
-            write_predictions(Path(out_dir) / "predictions", split, ds.contexts, preds,
-                              ds.references)
-            out.update(SCORERS[task_cfg.format](preds, ds.references, ds.seen))
+            decode = dict(tokenizer=tokenizer, device=device, amp_dtype=amp_dtype, out_dir=out_dir)
+            out.update(decode_and_score(model, ds, task_cfg.format, options, split, **decode))
+            if dec.get("also_greedy", False) and not options.greedy:
+                # beam search's gain over greedy decoding of the same weights, without retraining
+                greedy = decode_and_score(model, ds, task_cfg.format, replace(options, greedy=True),
+                                          f"{split}_greedy", **decode)
+                out.update({f"greedy_{k}": v for k, v in greedy.items()})
     finally:
         model.train()
     return out
+
+
+def decode_and_score(model: nn.Module, ds: NLGEvalSet, task_format: str, options: DecodeOptions,
+                     name: str, *, tokenizer, device, amp_dtype, out_dir: Path) -> dict[str, float]:
+    """Decode every unique input of ``ds``, write the predictions as ``name``, return the task's
+    metrics."""
+    # fp32 unless asked: a near-tie between two tokens can flip under bf16 rounding
+    autocast = options.precision == "train" and amp_dtype is not None
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=autocast):
+        preds = generate(model, tokenizer, encode_prompts(tokenizer, ds.contexts), options,
+                         end_id=special_ids(tokenizer)[1], device=device)
+    write_predictions(Path(out_dir) / "predictions", name, ds.contexts, preds, ds.references)
+    return SCORERS[task_format](preds, ds.references, ds.seen)

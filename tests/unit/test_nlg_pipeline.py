@@ -187,6 +187,27 @@ def test_lora_e2e_run_writes_predictions_and_five_metrics(make_cfg, tmp_path, da
         assert refs.splitlines() == [ref for ctx, ref in valid if ctx == mr]
 
 
+def test_beam_search_also_decodes_greedily_from_the_same_weights(make_cfg, tmp_path, data_dir,
+                                                                  monkeypatch):
+    monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nlg_metrics, "_coco_scores", lambda preds, refs: {"METEOR": 0.25, "ROUGE_L": 0.5,
+                                                                          "CIDEr": 0.75})
+    base = [f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke", f"rank={RANK}",
+            "trainer.max_steps=0", "trainer.max_eval_samples=3", "task.decoding.max_new_tokens=6",
+            "task.decoding.num_beams=3"]
+    beam = trainer_mod.run(make_cfg(base + ["task.decoding.also_greedy=true"]), tmp_path / "beam")
+    greedy = trainer_mod.run(make_cfg(base + ["task.decoding.greedy=true"]), tmp_path / "greedy")
+    both, alone = beam["metrics"]["valid"]["final"], greedy["metrics"]["valid"]["final"]
+    assert {k: both[f"greedy_{k}"] for k in E2E_KEYS} == {k: alone[k] for k in E2E_KEYS}
+    assert (tmp_path / "beam" / "predictions" / "valid_greedy.pred.txt").read_text() == \
+        (tmp_path / "greedy" / "predictions" / "valid.pred.txt").read_text()
+    assert (tmp_path / "beam" / "predictions" / "valid.pred.txt").is_file()  # the beam's own
+    with pytest.raises(ConfigError, match=r"task\.decoding\.also_greedy=True is invalid: the run "
+                                          r"already decodes greedily"):
+        trainer_mod.run(make_cfg(base + ["task.decoding.greedy=true", "task.decoding.also_greedy=true"]),
+                        tmp_path / "both")
+
+
 def test_dart_train_is_a_config_error_before_any_work(make_cfg, tmp_path, data_dir, monkeypatch):
     def no_model(*a, **kw):
         raise AssertionError("the model was built before the data check")
