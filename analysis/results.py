@@ -71,14 +71,18 @@ OMP_NUM_THREADS=1 python run.py -m experiment=weight_types_sst2 hydra.sweep.dir=
 
 TABLE3_COMMANDS = """```bash
 OMP_NUM_THREADS=1 python run.py -m experiment=table3_cpu hydra.sweep.dir=docs/generated/sweeps/table3_cpu
-for J in 0:lora 1:full_ft; do   # beam 10 from the trained parameters of jobs 0 (LoRA) and 1 (FT)
-  OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=${J#*:} trainer.max_steps=0 \\
-      init_from=docs/generated/sweeps/table3_cpu/${J%:*} init_checkpoint=final task.decoding.greedy=false \\
-      hydra.run.dir=docs/generated/sweeps/table3_cpu_beam/${J#*:}
+# beam 10 for LoRA and FT: the same training again (the sweep keeps no FT weights, 270 MB), then
+# beam search and greedy decoding of the same weights (beam's gain without another training);
+# a killed run continues with resume=true
+for M in lora full_ft; do
+  OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=$M task.decoding.greedy=false \\
+      task.decoding.also_greedy=true hydra.run.dir=docs/generated/sweeps/table3_cpu_beam/$M
 done
+# (with the sweep's weights at hand, beam search alone from them: trainer.max_steps=0
+#  init_from=docs/generated/sweeps/table3_cpu/<job> init_checkpoint=final task.decoding.greedy=false)
 # greedy decoding under the training autocast (bf16 on a bf16 CPU) instead of fp32, LoRA
-OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=lora trainer.max_steps=0 \
-    init_from=docs/generated/sweeps/table3_cpu/0 init_checkpoint=final task.decoding.precision=train \
+OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=lora trainer.max_steps=0 \\
+    init_from=docs/generated/sweeps/table3_cpu/0 init_checkpoint=final task.decoding.precision=train \\
     hydra.run.dir=docs/generated/sweeps/table3_cpu_decode_train/lora
 ```"""
 SECTION7_COMMANDS = """```bash
@@ -199,10 +203,12 @@ def table3_section(outputs: list[Path], out: Path) -> Section:
     paired = table3.paired_lora_ft(df)
     return lines + ["Mean over seeds (n runs) on the whole test set, every input against all its "
                     "references; NIST is nltk's (`nist_nltk`, about 1.1 below the paper's mteval "
-                    "NIST on multi-reference data).", "", table3.markdown(table), "",
+                    "NIST on multi-reference data). Runs per training precision: "
+                    f"{trained_on(df[df['status'] == 'ok']['run_dir'].unique())}.", "",
+                    table3.markdown(table), "",
                     "The paper's GPT-2 M rows (docs/paper.md#table3):", "", table3.paper_rows(), "",
                     "Verdicts (LoRA ≈ FT: a paired bootstrap over the test inputs, one seed; "
-                    "`analysis/bootstrap.py`):", "", *table3.verdict_lines(table, paired), "",
+                    "`analysis/bootstrap.py`):", "", *table3.verdict_lines(table, paired, table3.beam_gain(df)), "",
                     "Commands:", "", TABLE3_COMMANDS, ""], claims.from_table3(table3.ordering(table, paired))
 
 

@@ -104,7 +104,23 @@ def ordering(table: pd.DataFrame, paired: dict[str, dict] | None = None) -> list
     return out
 
 
-def verdict_lines(table: pd.DataFrame, paired: dict[str, dict] | None = None) -> list[str]:
+def beam_gain(df: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per (decoding, method), over the runs that also decoded greedily from the same weights
+    (``task.decoding.also_greedy``): the mean of each metric minus the run's ``greedy_<metric>``."""
+    ok = df[(df["status"] == "ok") & (df["split"] == split)]
+    greedy = ok[ok["metric"].str.startswith("greedy_")]
+    if greedy.empty:
+        return pd.DataFrame()
+    greedy = greedy.assign(metric=greedy["metric"].str.removeprefix("greedy_"))
+    both = ok[ok["metric"].isin(METRICS)].merge(greedy[["run_dir", "metric", "best"]],
+                                                 on=["run_dir", "metric"], suffixes=("", "_greedy"))
+    both = both.assign(gain=both["best"] - both["best_greedy"], decoding=both["run_dir"].map(decoding_of))
+    return both.pivot_table(index=["decoding", "method"], columns="metric", values="gain", aggfunc="mean")
+
+
+def verdict_lines(table: pd.DataFrame, paired: dict[str, dict] | None = None,
+                  gains: pd.DataFrame | None = None) -> list[str]:
+    """The ordering's verdicts, then each decoding against greedy (``gains``: :func:`beam_gain`)."""
     lines = []
     for c in ordering(table, paired):
         if c["holds"] is None:
@@ -113,10 +129,16 @@ def verdict_lines(table: pd.DataFrame, paired: dict[str, dict] | None = None) ->
         else:
             lines.append(f"- {c['decoding']}: {c['comparison']}: "
                          f"{'holds' if c['holds'] else 'does not hold'} ({c['figure']}).")
-    # Each other decoding (beam search, greedy under the training autocast) against greedy fp32.
+    # Beam search against greedy decoding of the same weights, where the runs decoded both ways.
+    gains = gains if gains is not None else pd.DataFrame()
+    for (decoding, method), gain in gains.iterrows():
+        lines.append(f"- {decoding} − greedy, {method}, same weights: " + ", ".join(
+            f"{m} {gain[m]:+.2f}" for m in METRICS if m in gain.index) + ".")
+    # Each other decoding (greedy under the training autocast; beam search without a greedy
+    # decoding of its own weights) against the greedy fp32 row, another run.
     by = table.set_index(["decoding", "method"])
     for decoding, method in by.index:
-        if decoding != "greedy" and ("greedy", method) in by.index:
+        if decoding != "greedy" and ("greedy", method) in by.index and (decoding, method) not in gains.index:
             diff = by.loc[(decoding, method)] - by.loc[("greedy", method)]
             lines.append(f"- {decoding} − greedy, {method}: " + ", ".join(
                 f"{m} {diff[m]:+.2f}" for m in METRICS if m in diff.index) + ".")

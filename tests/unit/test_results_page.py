@@ -125,12 +125,15 @@ def test_rank_and_weight_type_sections(tmp_path):
     assert page.index("| r=8 |") < page.index("| r=64 |")
 
 
-def fake_nlg_run(root, name, method, bleu, trainable=100, decoding=None):
-    """``decoding``: the run's task.decoding (default: greedy in fp32, as the table3_cpu sweep)."""
+def fake_nlg_run(root, name, method, bleu, trainable=100, decoding=None, greedy_bleu=None):
+    """``decoding``: the run's task.decoding (default: greedy in fp32, as the table3_cpu sweep);
+    ``greedy_bleu``: the run also decoded greedily from the same weights (with 5.0 NIST)."""
     d = root / name
     d.mkdir(parents=True)
     scores = {"BLEU": bleu, "nist_nltk": 5.0, "METEOR": 40.0, "ROUGE_L": 60.0, "CIDEr": 1.5 + bleu / 100,
               "step": 1000, "epoch": 0.2}
+    if greedy_bleu is not None:
+        scores.update(greedy_BLEU=greedy_bleu, greedy_nist_nltk=5.0)
     (d / "summary.json").write_text(json.dumps({
         "status": "ok", "task": "e2e", "method": method, "rank": 4, "seed": 0, "model": "smollm2",
         "params": {"trainable": trainable}, "precision": "bf16",
@@ -142,8 +145,8 @@ def fake_nlg_run(root, name, method, bleu, trainable=100, decoding=None):
 def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
     for method, bleu in (("lora", 60.0), ("full_ft", 61.5), ("adapter_l", 50.0), ("prefix_layer", 52.0)):
         fake_nlg_run(tmp_path / "table3_cpu", method, method, bleu)
-    for method, bleu in (("lora", 62.0), ("full_ft", 62.5)):
-        fake_nlg_run(tmp_path / "table3_cpu_beam", method, method, bleu,
+    for method, bleu, greedy_bleu in (("lora", 62.0, 61.0), ("full_ft", 62.5, None)):
+        fake_nlg_run(tmp_path / "table3_cpu_beam", method, method, bleu, greedy_bleu=greedy_bleu,
                      decoding={"greedy": False, "num_beams": 10, "precision": "fp32"})
     # greedy under the training autocast: its own row, not pooled with the fp32 greedy one
     fake_nlg_run(tmp_path / "table3_cpu_decode_train", "lora", "lora", 59.5,
@@ -166,7 +169,10 @@ def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
            "not testable: 1 |" in claim7 and claim7.endswith("| no: no selection enters |")
     assert "- greedy: adapter_l > prefix_layer: does not hold (50.0 vs 52.0 BLEU)." in page
     assert "- greedy: lora > adapter_l: holds (60.0 vs 50.0 BLEU)." in page
-    assert "- beam 10 − greedy, lora: BLEU +2.00" in page
+    # LoRA's beam run decoded greedily too: its gain on the same weights; FT's against another run.
+    assert "- beam 10 − greedy, lora, same weights: BLEU +1.00, nist_nltk +0.00." in page
+    assert "- beam 10 − greedy, lora: " not in page
+    assert "- beam 10 − greedy, full_ft: BLEU +1.00" in page
     assert "| greedy (bf16) | lora | 100 | 59.5 |" in page
     assert "- greedy (bf16) − greedy, lora: BLEU -0.50" in page
     # the paper's GPT-2 M rows, transcribed from the paper (Table 3)
