@@ -19,7 +19,7 @@ import numpy as np
 from sacrebleu.metrics import BLEU
 
 from lora_exp.generate import read_predictions
-from lora_exp.nlg_metrics import _clean
+from lora_exp.nlg_metrics import clean
 
 N_RESAMPLES = 1000
 # As e2e_metrics scores BLEU (lora_exp/nlg_metrics.py): mteval-13a tokens, lowercased, no smoothing.
@@ -28,7 +28,7 @@ _BLEU = BLEU(tokenize="13a", lowercase=True, smooth_method="none", force=True)
 
 def input_stats(predictions: list[str], references: list[list[str]]) -> np.ndarray:
     """Per input, sacrebleu's BLEU sufficient statistics (n-gram matches and totals, lengths)."""
-    predictions, references = _clean(predictions, references)
+    predictions, references = clean(predictions, references)
     n_streams = max(len(refs) for refs in references)
     streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(n_streams)]
     return np.array(_BLEU._extract_corpus_statistics(predictions, streams), dtype=np.int64)

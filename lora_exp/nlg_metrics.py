@@ -64,7 +64,7 @@ def bleu(predictions: list[str], references: list[list[str]], *, tokenize: str =
     Raises:
         ValueError: Mismatched lengths or an input without references.
     """
-    predictions, references = _clean(predictions, references)
+    predictions, references = clean(predictions, references)
     if max_refs is not None:
         references = [refs[:max_refs] for refs in references]
     n_streams = max(len(refs) for refs in references)
@@ -99,7 +99,7 @@ def e2e_metrics(predictions: list[str], references: list[list[str]]) -> dict[str
     if shutil.which("java") is None:
         raise RuntimeError("METEOR and the PTB tokenizer (pycocoevalcap) need Java 17: "
                            "apt-get install openjdk-17-jre-headless")
-    predictions, references = _clean(predictions, references)
+    predictions, references = clean(predictions, references)
     scores = {
         "BLEU": bleu(predictions, references, tokenize="13a", lowercase=True),
         "nist_nltk": e2e_nist(predictions, references),
@@ -123,7 +123,7 @@ def e2e_nist(predictions: list[str], references: list[list[str]]) -> float:
     Returns:
         NIST, raw (not percent).
     """
-    predictions, references = _clean(predictions, references)
+    predictions, references = clean(predictions, references)
     tok = Tokenizer13a()
 
     def words(s: str) -> list[str]:
@@ -153,7 +153,7 @@ def webnlg_bleu(predictions: list[str], references: list[list[str]],
         ``{"bleu_seen", "bleu_unseen", "bleu_all"}`` in percent; NaN for an empty subset
         (dev has no unseen category).
     """
-    predictions, references = _clean(predictions, references)
+    predictions, references = clean(predictions, references)
     if len(seen) != len(predictions):
         raise ValueError(f"{len(seen)} seen flags for {len(predictions)} predictions")
     preds = [_generation_eval_text(p) for p in predictions]
@@ -172,7 +172,7 @@ def webnlg_bleu(predictions: list[str], references: list[list[str]],
 
 def dart_bleu(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
     """DART BLEU as LoRA's pipeline (Table 13): ``{"bleu"}`` in percent."""
-    predictions, references = _clean(predictions, references)
+    predictions, references = clean(predictions, references)
     preds = [_generation_eval_text(p) for p in predictions]
     refs = [[_generation_eval_text(r) for r in rs] for rs in references]
     return {"bleu": bleu(preds, refs, max_refs=GENERATION_EVAL_MAX_REFS)}
@@ -183,8 +183,10 @@ def _generation_eval_text(s: str) -> str:
     return " ".join(" ".join(re.split(r"(\W)", s.lower())).split())
 
 
-def _clean(predictions: list[str], references: list[list[str]]
-           ) -> tuple[list[str], list[list[str]]]:
+def clean(predictions: list[str], references: list[list[str]]
+          ) -> tuple[list[str], list[list[str]]]:
+    """The texts as every scorer here reads them (whitespace runs as one space), after checking
+    one reference set, never empty, per prediction."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} reference sets")
     empty = [i for i, refs in enumerate(references) if not refs]
