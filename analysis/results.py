@@ -10,7 +10,8 @@ OUTPUTS is read by folder name (the layout the documented commands write,
 * ``rank_*``: LoRA rank sweeps (Table 6), ``weight_types_*``: weight types at a matched budget
   (Table 5), any tasks; §7 runs on the r=8 / r=64 runs of the first ``rank_*`` folder that has
   their adapters;
-* ``table3_cpu``: the CPU Table 3 runs (greedy), ``table3_cpu_beam``: their beam-10 decodings.
+* ``table3_cpu``: the CPU Table 3 runs (greedy), ``table3_cpu_beam``: LoRA and FT trained again
+  and decoded with beam 10 and greedily (the same weights both ways).
 
 A section whose runs are not there says so, with the command that makes them: the page never
 shows a figure it did not read from a run.
