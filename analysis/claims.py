@@ -62,17 +62,21 @@ def from_sweep(v: pd.DataFrame, number: int) -> dict[int, pd.DataFrame]:
                                  columns=COLUMNS)}
 
 
+# The §7 report's verdicts (``key`` in its claims.json) that make up claims 5 and 6; the report
+# checks more (ΔWq against ΔWv, ΔW's correlation with W), which these claims do not state.
+SECTION7_KEYS = {5: ("fig3_top_direction", "fig4_seeds_above_random"),
+                 6: ("t7_amplifies", "t7_factor_falls")}
+
+
 def from_section7(claims_file: Path) -> dict[int, pd.DataFrame]:
     """Claims 5 (subspace similarity) and 6 (Table 7) from the §7 report's ``claims.json``."""
     if not claims_file.is_file():
         return {}
-    record = json.loads(claims_file.read_text())
-    out = {}
-    for number, part in ((5, "subspace"), (6, "table7")):
-        out[number] = pd.DataFrame([{"claim": number, "protocol": BOTH, "cell": c["claim"],
-                                     "holds": c["holds"], "figure": c["figure"]}
-                                    for c in record[part]], columns=COLUMNS)
-    return out
+    by_key = {c["key"]: c for c in json.loads(claims_file.read_text())["claims"]}
+    return {number: pd.DataFrame([{"claim": number, "protocol": BOTH, "cell": by_key[k]["claim"],
+                                   "holds": by_key[k]["holds"], "figure": by_key[k]["figure"]}
+                                  for k in keys if k in by_key], columns=COLUMNS)
+            for number, keys in SECTION7_KEYS.items()}
 
 
 def from_table3(comparisons: list[dict]) -> dict[int, pd.DataFrame]:

@@ -102,13 +102,13 @@ def subspace_claims(merged: pd.DataFrame, low: int, high: int) -> list[dict]:
     above_random = (merged["phi_seeds_mean"] > merged["phi_random_mean"]).mean()
     by_type = merged.groupby("weight_type")["phi_seeds_mean"].mean()
     claims = [
-        claim(f"Fig. 3, *the top direction of A_{lo} is shared with A_{hi} (φ > 0.5)*", share >= 0.5,
+        claim("fig3_top_direction", f"Fig. 3, *the top direction of A_{lo} is shared with A_{hi} (φ > 0.5)*", share >= 0.5,
               f"φ > 0.5 for {share:.0%} of the layer × weight-type pairs"),
-        claim(f"Fig. 4, *two seeds at r={high} share more directions than random matrices*",
+        claim("fig4_seeds_above_random", f"Fig. 4, *two seeds at r={high} share more directions than random matrices*",
               above_random == 1.0, f"mean φ above the Gaussian baseline at {above_random:.0%} of pairs"),
     ]
     if {"wq", "wv"} <= set(by_type.index):
-        claims.append(claim("Fig. 4, *ΔWq has a higher intrinsic rank than ΔWv (more shared directions "
+        claims.append(claim("fig4_wq_above_wv", "Fig. 4, *ΔWq has a higher intrinsic rank than ΔWv (more shared directions "
                             "across seeds)*", by_type["wq"] > by_type["wv"],
                             f"mean seed-to-seed φ {by_type['wq']:.3f} for wq vs {by_type['wv']:.3f} for wv"))
     return claims
@@ -140,20 +140,21 @@ def table7_claims(d_low: pd.DataFrame, d_high: pd.DataFrame, low: int, high: int
     c2 = (both["proj_delta"] < both["proj_w"]).mean()
     amp_low, amp_high = d_low["amplification"].median(), d_high["amplification"].median()
     return [
-        claim("Claim 1, *ΔW correlates with W more than a random matrix does* (proj_delta > "
+        claim("t7_correlates", "Claim 1, *ΔW correlates with W more than a random matrix does* (proj_delta > "
               "proj_random)", c1 == 1.0, f"true for {c1:.0%} of the adapted weights"),
-        claim("Claim 2, *ΔW amplifies directions not emphasised in W* (proj_delta ≪ proj_w)",
+        claim("t7_amplifies", "Claim 2, *ΔW amplifies directions not emphasised in W* (proj_delta ≪ proj_w)",
               c2 == 1.0, f"true for {c2:.0%} of the adapted weights"),
-        claim("Claim 3, *the amplification is large, and larger at low r* (paper: 21.5 at r=4, ~2 "
+        claim("t7_factor_falls", "Claim 3, *the amplification is large, and larger at low r* (paper: 21.5 at r=4, ~2 "
               "at r=64)", amp_low > 1 and amp_low > amp_high,
               f"median {amp_low:.2f} at r={low} and {amp_high:.2f} at r={high}; read as: above 1, "
               f"and larger at r={low}"),
     ]
 
 
-def claim(text: str, holds: bool, figure: str) -> dict:
-    """One verdict as a record (``claims.json`` beside the report, read by the results page)."""
-    return {"claim": text, "holds": bool(holds), "figure": figure}
+def claim(key: str, text: str, holds: bool, figure: str) -> dict:
+    """One verdict as a record (``claims.json`` beside the report, read by the results page);
+    ``key`` names it for readers, whatever the wording."""
+    return {"key": key, "claim": text, "holds": bool(holds), "figure": figure}
 
 
 def claim_lines(claims: list[dict]) -> list[str]:
@@ -178,7 +179,7 @@ def section_7(df: pd.DataFrame, out: Path, low: int, high: int) -> list[str]:
     phi_claims = subspace_claims(merged, low, high)
     t7_claims = table7_claims(d_low, d_high, low, high)
     write_json(out / CLAIMS, {"ranks": [low, high], "runs": [str(run_low), str(run_high), str(run_high_seed)],
-                              "subspace": phi_claims, "table7": t7_claims})
+                              "claims": phi_claims + t7_claims})
     return [f"Runs: r={low} `{run_low}`; r={high} `{run_high}` and `{run_high_seed}` (another "
             "seed).", "", *subspace_section(merged, phi_claims, low, high),
             *table7_section(d_low, d_high, t7_claims, low, high, model)]

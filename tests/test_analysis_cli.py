@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from analysis import claims
 from analysis.__main__ import main
 from analysis.runs import Key, lora_factors, pretrained_weights
 from lora_exp.trainer import run
@@ -249,9 +250,10 @@ def test_report_puts_claims_next_to_the_paper(runs, tmp_path):
     assert "21.67" in text  # the paper's Table 7 next to the measured one
     # The same verdicts as records, for the results page's summary of the claims.
     record = json.loads((tmp_path / "claims.json").read_text())
-    assert [len(record["subspace"]), len(record["table7"])] == [3, 3]
+    assert len(record["claims"]) == 6 and set(claims.SECTION7_KEYS[5] + claims.SECTION7_KEYS[6]) <= \
+        {c["key"] for c in record["claims"]}
     assert all(f"{'**holds**' if c['holds'] else '**does not hold**'} ({c['figure']})" in section7
-               for c in record["subspace"] + record["table7"])
+               for c in record["claims"])
     assert (tmp_path / "subspace_r2_r4" / "subspace.csv").is_file()
     assert (tmp_path / "delta_w_r4" / "delta_w.csv").is_file()
     # The FT run beside them: LoRA against FT on intruders, effective rank and forgetting.

@@ -50,9 +50,10 @@ def test_table2_verdicts_become_claims_1_and_2():
 
 
 def test_the_summary_has_every_claim_and_reads_section7s_record(tmp_path):
-    record = {"ranks": [8, 64], "runs": [],
-              "subspace": [{"claim": "Fig. 3", "holds": True, "figure": "φ > 0.5 for 50%"}],
-              "table7": [{"claim": "Claim 3", "holds": False, "figure": "median 0.9 at r=8"}]}
+    record = {"ranks": [8, 64], "runs": [], "claims": [
+        {"key": "fig3_top_direction", "claim": "Fig. 3", "holds": True, "figure": "φ > 0.5 for 50%"},
+        {"key": "fig4_wq_above_wv", "claim": "Wq vs Wv", "holds": False, "figure": "not claim 5's"},
+        {"key": "t7_factor_falls", "claim": "Claim 3", "holds": False, "figure": "median 0.9 at r=8"}]}
     (tmp_path / "claims.json").write_text(json.dumps(record))
     found = claims.from_section7(tmp_path / "claims.json")
     lines = claims.summary(found)
