@@ -34,6 +34,12 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def git_sha() -> str | None:
+    """The commit this process's code was loaded at: a multirun imports once and runs for hours,
+    while the checkout's HEAD may move on under it."""
+    return _SHA_AT_START
+
+
+def _head_sha() -> str | None:
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
@@ -41,6 +47,9 @@ def git_sha() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+_SHA_AT_START = _head_sha()
 
 
 class Tracker:
