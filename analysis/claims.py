@@ -108,22 +108,37 @@ def verdict(cells: pd.DataFrame) -> str:
 
 
 def changes(cells: pd.DataFrame) -> str:
-    """Whether held-out selection changes any cell's verdict, and which."""
+    """Whether held-out selection changes any cell's verdict, and which; cells measured under
+    one protocol only are named as such, not as changes."""
     if not len(cells):
         return "—"
     if (cells["protocol"] == BOTH).all():
         return "no: no selection enters"
-    by = cells.pivot_table(index="cell", columns="protocol", values="holds", aggfunc="first")
-    if not set(PROTOCOLS) <= set(by.columns):
-        return "not testable: one protocol only"
-    word = {True: "holds", False: "does not hold"}
-    flipped = [f"{cell} ({word.get(r['paper'], 'not testable')} → {word.get(r['heldout'], 'not testable')})"
-               for cell, r in by.iterrows() if _state(r["paper"]) != _state(r["heldout"])]
-    return ("yes: " + "; ".join(flipped)) if flipped else "no"
+    state = {(r.cell, r.protocol): _state(r.holds) for r in cells.itertuples()}
+    word = {"True": "holds", "False": "does not hold", "untestable": "not testable"}
+    flipped, single = [], []
+    for cell in dict.fromkeys(cells["cell"]):
+        paper, heldout = state.get((cell, "paper")), state.get((cell, "heldout"))
+        if paper is None or heldout is None:
+            single.append(cell)
+        elif paper != heldout:
+            flipped.append(f"{cell} ({word[paper]} → {word[heldout]})")
+    text = ("yes: " + "; ".join(flipped)) if flipped else "no"
+    if single:
+        text += f" (under one protocol only: {', '.join(single)})"
+    return text if flipped or len(single) < len(set(cells["cell"])) else \
+        f"not testable: one protocol only ({', '.join(single)})"
 
 
 def _state(holds) -> str:
     return "untestable" if holds is None or pd.isna(holds) else str(bool(holds))
+
+
+def _protocol_verdict(cells: pd.DataFrame, protocol: str) -> str:
+    mine = cells[cells["protocol"].isin([protocol, BOTH])]
+    if len(cells) and not len(mine):
+        return "not measured: no run selected this way"
+    return verdict(mine)
 
 
 def summary(found: dict[int, pd.DataFrame]) -> list[str]:
@@ -133,7 +148,7 @@ def summary(found: dict[int, pd.DataFrame]) -> list[str]:
              "held-out changes it? |", "|---|---|---|---|---|---|"]
     for number, (text, where, anchor) in CLAIMS.items():
         cells = found.get(number, pd.DataFrame(columns=COLUMNS))
-        per = {p: verdict(cells[cells["protocol"].isin([p, BOTH])]) for p in PROTOCOLS}
+        per = {p: _protocol_verdict(cells, p) for p in PROTOCOLS}
         lines.append(f"| {number} | {text} ([figures](#{anchor})) | {where} | {per['paper']} | "
                      f"{per['heldout']} | {changes(cells)} |")
     return lines

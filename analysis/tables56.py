@@ -35,10 +35,14 @@ def by_types(label: str) -> tuple:
 def rank_verdicts(st: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (task, protocol), g in st.groupby(["task", "protocol"], sort=True):
+        claim = "a small r suffices (r = 1 … 64 flat within noise)"
+        if len(g) < 2:  # nothing to compare yet (a sweep in progress)
+            out.append({"claim": claim, "task": task, "protocol": protocol, "holds": None,
+                        "note": f"only {g['row'].iloc[0]} so far"})
+            continue
         best = g.loc[g["median"].idxmax()]
         apart = [r["row"] for _, r in g.iterrows() if not table2.overlap(r, best)]
-        out.append({"claim": "a small r suffices (r = 1 … 64 flat within noise)", "task": task,
-                    "protocol": protocol, "holds": not apart,
+        out.append({"claim": claim, "task": task, "protocol": protocol, "holds": not apart,
                     "note": f"best {best['row']}" + (f"; outside its range: {', '.join(apart)}" if apart else "")})
     return pd.DataFrame(out)
 
@@ -59,5 +63,6 @@ def types_verdicts(st: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict_lines(v: pd.DataFrame) -> list[str]:
-    return [f"- **{r.claim}**, {r.task}, {r.protocol} selection: "
-            f"{'holds' if r.holds else 'does not hold'} ({r.note})." for r in v.itertuples()]
+    word = {True: "holds", False: "does not hold", None: "not testable"}
+    return [f"- **{r.claim}**, {r.task}, {r.protocol} selection: {word[r.holds]} ({r.note})."
+            for r in v.itertuples()]

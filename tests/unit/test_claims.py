@@ -32,6 +32,9 @@ def test_held_out_selection_changing_a_cell_is_named():
     assert claims.changes(c) == "yes: mrpc (holds → not testable)"
     c.loc[1, "holds"] = True
     assert claims.changes(c) == "no"
+    # A sweep without a held-out slice: its cells count under the paper's protocol only.
+    c = pd.concat([c, cells((3, "paper", "cola", False, "r=1 apart"))], ignore_index=True)
+    assert claims.changes(c) == "no (under one protocol only: cola)"
     assert claims.changes(cells((5, claims.BOTH, "Fig. 3", True, "50%"))) == "no: no selection enters"
 
 
@@ -46,7 +49,8 @@ def test_table2_verdicts_become_claims_1_and_2():
     assert list(found[2]["figure"]) == ["86.5 vs 87.6, LoRA lower"]
     # Claim 2 has no paper-protocol cell here: that column says so, the held-out one does not hold.
     row = next(line for line in claims.summary(found) if line.startswith("| 2 |"))
-    assert "| not run yet | **does not hold** (0 of 1: sst2 vs adapter_h r=8: 86.5 vs 87.6, LoRA lower) |" in row
+    assert "| not measured: no run selected this way | **does not hold** (0 of 1: sst2 vs adapter_h r=8: " \
+           "86.5 vs 87.6, LoRA lower) | not testable: one protocol only (sst2 vs adapter_h r=8) |" in row
 
 
 def test_the_summary_has_every_claim_and_reads_section7s_record(tmp_path):
@@ -61,3 +65,14 @@ def test_the_summary_has_every_claim_and_reads_section7s_record(tmp_path):
     assert "| **holds** (1 of 1) | **holds** (1 of 1) | no: no selection enters |" in lines[2 + 4]
     assert "**does not hold** (0 of 1: Claim 3: median 0.9 at r=8)" in lines[2 + 5]
     assert lines[2].endswith("| not run yet | not run yet | — |")  # claim 1: no Table 2 runs
+
+
+def test_one_rank_is_nothing_to_compare():
+    from analysis import tables56
+
+    st = pd.DataFrame([{"task": "mrpc", "protocol": "paper", "row": "r=1", "median": 0.8, "min": 0.79,
+                        "max": 0.81, "n": 1}])
+    v = tables56.rank_verdicts(st)
+    assert v["holds"].tolist() == [None] and v["note"].tolist() == ["only r=1 so far"]
+    assert tables56.verdict_lines(v) == ["- **a small r suffices (r = 1 … 64 flat within noise)**, mrpc, "
+                                         "paper selection: not testable (only r=1 so far)."]
