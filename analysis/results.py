@@ -87,8 +87,8 @@ OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=lora trainer.max_st
     hydra.run.dir=docs/generated/sweeps/table3_cpu_decode_train/lora
 ```"""
 SECTION7_COMMANDS = """```bash
-# the MRPC rank sweep above, with its r=8 and r=64 adapters, then
-python -m analysis report docs/generated/sweeps/rank_mrpc --out docs/results/section7
+# a rank sweep above, with its r=8 and r=64 adapters (the converged MRPC one: rank_mrpc), then
+python -m analysis report {folder} --out docs/results/section7
 ```"""
 
 # The spectrum experiments: the report on each one's folders with the Table 2 / Table 3 folders
@@ -271,10 +271,10 @@ def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> Section:
                         "protocol does not enter, so the verdicts are the same under both. Whether "
                         "these runs converged: the ↑ marks of their Table 6 cells above (the first "
                         "rank sweep with the adapters is used, the converged MRPC one when it has them).", "",
-                        "Commands:", "", SECTION7_COMMANDS, ""], \
+                        "Commands:", "", SECTION7_COMMANDS.format(folder=folder), ""], \
             claims.from_section7(out / "section7" / SECTION7_CLAIMS)
     return lines + [f"Not run yet (no rank sweep with r={ranks[0]} and r={ranks[1]} adapters). Commands:", "",
-                    SECTION7_COMMANDS, ""], {}
+                    SECTION7_COMMANDS.format(folder="docs/generated/sweeps/rank_mrpc"), ""], {}
 
 
 def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
