@@ -25,17 +25,19 @@ from lora_exp.resume import FILE as CHECKPOINT_FILE
 
 SKIP, RESUME, RUN, CONFLICT = "skip", "resume", "run", "conflict"
 ACTIONS_FILE = "sweep_actions.jsonl"
-# Keys that say how to run, not what: a job resumed with resume=true is still the same job.
-_NOT_COMPARED = ("resume",)
+# Keys that say how to run, not what: a job resumed with resume=true is still the same job, and
+# checkpoints leave the training as it is (tests/test_resume.py), so a sweep can add them to
+# finish interrupted jobs later without redoing its finished ones.
+_NOT_COMPARED = ("resume", "trainer.checkpoint_every")
 
 
 def _first_difference(old, new, prefix: str = "") -> str | None:
     """The dotted key of the first value that differs between two resolved configs, or None."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
-            if not prefix and key in _NOT_COMPARED:
-                continue
             where = f"{prefix}{key}"
+            if where in _NOT_COMPARED:
+                continue
             if key not in old or key not in new:
                 return where
             found = _first_difference(old[key], new[key], where + ".")

@@ -28,6 +28,8 @@ def test_decide_reads_the_earlier_run(tmp_path):
     _write(tmp_path / "ok", "ok", cfg)
     assert rerun.decide(tmp_path / "ok", cfg) == (rerun.SKIP, "ok under the same config")
     assert rerun.decide(tmp_path / "ok", {**cfg, "resume": True})[0] == rerun.SKIP  # how, not what
+    checkpointed = {**cfg, "trainer": {"lr": 0.001, "checkpoint_every": 200}}
+    assert rerun.decide(tmp_path / "ok", checkpointed)[0] == rerun.SKIP
     # Another grid swept into the folder: its finished run is not overwritten.
     action, reason = rerun.decide(tmp_path / "ok", {**cfg, "trainer": {"lr": 0.01}})
     assert action == rerun.CONFLICT and "trainer.lr: 0.001 there, 0.01 here" in reason

@@ -100,3 +100,18 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_cfg, tmp
     with safe_open(str(tmp_path / FILE), framework="pt") as f:
         assert json.loads(f.metadata()["lora_exp"])["state"]["step"] == 4
     assert not (tmp_path / "adapter_model.safetensors").exists()
+
+
+def test_checkpoints_leave_the_training_as_it_is(make_cfg, tmp_path, data_dir):
+    """A sweep may add trainer.checkpoint_every to jobs it has finished without (lora_exp/rerun.py
+    does not compare it): writing checkpoints changes no step."""
+    import lora_exp.trainer as trainer_mod
+    from lora_exp.resume import FILE
+
+    base = ["model=tiny_bert", "trainer=smoke", "trainer.max_steps=12", "trainer.eval_every=4",
+            "method.dropout=0.1", f"data_dir={data_dir}"]
+    trainer_mod.run(make_cfg(base), tmp_path / "plain")
+    trainer_mod.run(make_cfg(base + ["trainer.checkpoint_every=3"]), tmp_path / "checkpointed")
+    assert (tmp_path / "checkpointed" / FILE).is_file() and not (tmp_path / "plain" / FILE).exists()
+    assert (tmp_path / "plain" / "metrics.jsonl").read_text() == \
+        (tmp_path / "checkpointed" / "metrics.jsonl").read_text()
