@@ -237,14 +237,18 @@ def weights_missing(folders: list[Path], recorded: bool = True) -> list[Path]:
 RECORDED = {"spectrum": spectrum.params(), "forgetting": forgetting.params()}
 
 
-def section7_weights_missing(folders: list[Path], ranks: tuple[int, int]) -> list[Path]:
-    """The runs a report on ``folders`` would compare in §7 (whose A and B are read, never
-    recorded) that lack their saved weights here; none when there is no such pair."""
+def section7_pair(folders: list[Path], ranks: tuple[int, int]) -> tuple[Path, ...] | None:
+    """The runs a report on ``folders`` would compare in §7, or None: no such pair there."""
     try:
-        picked = pick_runs(collect(folders), *ranks)
+        return pick_runs(collect(folders), *ranks)
     except (RunError, FileNotFoundError):
-        return []
-    return [run for run in picked if not (run / WEIGHTS).is_file()]
+        return None
+
+
+def section7_weights_missing(folders: list[Path], ranks: tuple[int, int]) -> list[Path]:
+    """The §7 pair's runs (whose A and B are read, never recorded) that lack their saved weights
+    here; none when there is no such pair."""
+    return [run for run in section7_pair(folders, ranks) or () if not (run / WEIGHTS).is_file()]
 
 
 def kept_report(report: Path, missing: list[Path]) -> str | None:
@@ -259,7 +263,9 @@ def kept_report(report: Path, missing: list[Path]) -> str | None:
 def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> Section:
     lines = ['<a id="section7"></a>', "", "## §7 on a rank sweep (r=8 against r=64)", ""]
     for folder in _folders(outputs, "rank_"):
-        missing = weights_missing([folder], recorded=False)
+        if section7_pair([folder], ranks) is None:
+            continue  # no r=8 / r=64 pair yet; nothing of an earlier report is touched
+        missing = section7_weights_missing([folder], ranks)
         kept = kept_report(out / "section7" / "report.md", missing) if missing else None
         if not kept:
             try:

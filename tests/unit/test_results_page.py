@@ -212,6 +212,26 @@ def test_reports_are_kept_where_the_checkout_lacks_the_weights(tmp_path):
     assert "kept from the page's last generation: 1 of its runs' weights" in text
     assert (out / "spectrum_sst2" / "report.md").read_text() == "the earlier report\n"
 
+    # §7: a rank sweep without its r=8 / r=64 pair is passed over without writing; the next one's
+    # pair lacks its adapters, so its earlier report is kept as it was, its run tables too.
+    from analysis.results import section7
+    for rank, seeds in ((1, (0,)), (8, (0,)), (64, (0, 1))):
+        for seed in seeds:
+            name = f"r{rank}s{seed}"
+            fake_run(sweeps / "rank_sst2", name, method="lora", rank=rank, task="sst2", seed=seed,
+                     dev=[0.8], heldout=[0.8])
+            if rank == 1:
+                fake_run(sweeps / "rank_a_mrpc", name, method="lora", rank=1, task="mrpc", seed=0,
+                         dev=[0.8], heldout=[0.8])
+                (sweeps / "rank_a_mrpc" / name / WEIGHTS).write_bytes(b"")
+    (out / "section7").mkdir()
+    for name in ("report.md", "runs.md"):
+        (out / "section7" / name).write_text(f"the earlier {name}\n")
+    text = "\n".join(section7([sweeps], out, (8, 64))[0])
+    assert "From `" + str(sweeps / "rank_sst2") + "`" in text and "kept from the page's last generation" in text
+    assert sorted(p.name for p in (out / "section7").iterdir()) == ["report.md", "runs.md"]
+    assert (out / "section7" / "runs.md").read_text() == "the earlier runs.md\n"
+
     (out / "spectrum_sst2" / "report.md").unlink()  # nothing to keep: it is rebuilt, and cannot be
     text = "\n".join(spectrum_section([sweeps], out))
     assert "`spectrum_sst2`: not testable yet" in text and "kept" not in text
