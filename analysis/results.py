@@ -44,6 +44,8 @@ run() { OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu seed=0 trainer.
 for T in mrpc sst2; do
   [ $T = mrpc ] && B=$MRPC || B=$SST2
   run method=lora,adapter_h,adapter_l trainer.lr=3e-4,1e-3,3e-3 $B hydra.sweep.dir=$G/${T}_lora_adapters
+  # AdapterH's larger row (r=64) has a grid of its own: at r=8's rate it learned nothing
+  run method=adapter_h rank=64 trainer.lr=3e-4,1e-3,3e-3 $B hydra.sweep.dir=$G/${T}_adapter_h_r64
   run method=prefix_layer trainer.lr=3e-4,1e-3,3e-3 $B hydra.sweep.dir=$G/${T}_prefix_layer
   run method=bitfit trainer.lr=1e-3,3e-3,1e-2 $B hydra.sweep.dir=$G/${T}_bitfit
   run method=full_ft trainer.lr=3e-5,1e-4,3e-4 $B hydra.sweep.dir=$G/${T}_full_ft

@@ -52,3 +52,10 @@ def test_two_rows_at_chance_are_not_testable_and_say_so():
     v = table2.verdicts(stats(0.52, 0.62), levels)
     assert v["holds"].tolist() == [False]
     assert "not on rte (52.0 vs 62.0, LoRA lower)" in table2.verdict_lines(v)[0]
+
+
+def test_a_baseline_that_did_not_learn_is_no_evidence_for_lora():
+    levels = {"mrpc": (0.684, 0.046)}
+    v = table2.verdicts(stats(0.80, 0.684, task="mrpc"), levels)  # LoRA learned, the adapter did not
+    assert v["holds"].tolist() == [None]
+    assert "not testable on mrpc (80.0 vs 68.4, adapter_h r=8 at chance, 68.4 ± 4.6)" in table2.verdict_lines(v)[0]
