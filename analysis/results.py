@@ -328,18 +328,29 @@ def trained_on(run_dirs) -> str:
     return "; ".join(f"{label}: {n}" for label, n in sorted(counts.items()))
 
 
+def run_identity(run_dir: str) -> tuple:
+    """What a run is, wherever its folder was copied: the process that trained it and when."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    if summary.get("started_at") is None:
+        return (str(Path(run_dir).resolve()),)
+    return (summary.get("pid"), summary["started_at"])
+
+
 def compute_section(outputs: list[Path]) -> list[str]:
     """What the kept sweeps cost: per folder, the runs and the sum of their recorded wall times."""
     lines = ['<a id="compute"></a>', "", "## Compute", ""]
-    rows = []
+    rows, counted = [], set()
     for folder in sorted(p for root in outputs for p in root.iterdir() if p.is_dir()):
         try:
             runs = collect([folder]).drop_duplicates("run_dir")
         except (RunError, FileNotFoundError):
             continue  # not a sweep folder
         ok = runs[runs["status"] == "ok"]
+        ids = ok["run_dir"].map(run_identity)
+        copy = ids.isin(counted)
+        counted.update(ids)
         rows.append({"folder": folder.name, "runs ok": len(ok), "other": len(runs) - len(ok),
-                     "job-hours": ok["wall_s"].fillna(0).sum() / 3600,
+                     "copies": int(copy.sum()), "job-hours": ok.loc[~copy, "wall_s"].fillna(0).sum() / 3600,
                      "trained on": trained_on(ok["run_dir"])})
     if not rows:
         return lines + ["No runs yet.", ""]
@@ -348,7 +359,9 @@ def compute_section(outputs: list[Path]) -> list[str]:
     return lines + [
         "Wall time each finished run recorded (`wall_s`: one job on one thread, two jobs side by "
         "side on the 2-core machine; a resumed run counts its last segment only, so this is a "
-        "lower bound), summed per sweep folder, with the runs per training precision (`auto` "
+        "lower bound), summed per sweep folder; a run copied into a second sweep whose job has "
+        "the same resolved config (copies) counts once, in the first folder; with the runs per "
+        "training precision (`auto` "
         "takes bf16 on a CPU with native bf16, fp32 on one without, whose steps are slower):", "",
         table.to_markdown(index=False, floatfmt=".1f"), "",
         f"Total: {total:.1f} job-hours, about {total / 2:.1f} machine-hours at two jobs at a time.", ""]

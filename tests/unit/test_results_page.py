@@ -2,6 +2,7 @@
 verdicts judged on the seed spread, the paper's figures read from docs/paper.md."""
 import json
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -88,11 +89,16 @@ def test_compute_sums_the_recorded_wall_times(sweeps, tmp_path_factory):
              machine={"cpu": "AMD EPYC", "native_bf16": False, "threads": 1, "gpu": None})
     fake_run(sweeps / "rank_x", "r2", method="lora", rank=2, task="mrpc", seed=0, dev=[0.7],
              heldout=[0.7], wall_s=1800.0)  # recorded before runs recorded their machine
+    # a run copied into a second sweep (same resolved config) is counted once, where it was trained
+    summary = json.loads((sweeps / "rank_x" / "r1" / "summary.json").read_text())
+    (sweeps / "rank_x" / "r1" / "summary.json").write_text(json.dumps({**summary, "pid": 7, "started_at": 1.5}))
+    shutil.copytree(sweeps / "rank_x" / "r1", sweeps / "weight_x" / "5")
     page = write_page([sweeps], tmp_path_factory.mktemp("out") / "res").read_text()
     compute = page.split("## Compute")[1]
     cells = lambda *c: r"\|\s*" + r"\s*\|\s*".join(map(re.escape, c)) + r"\s*\|"  # noqa: E731
-    assert re.search(cells("rank_x", "2", "0", "1.0", "bf16: 1; fp32, AMD EPYC: 1"), compute)  # 2 × 1,800 s
-    assert re.search(cells("table2_cpu", "15", "0", "1.5", "bf16: 15"), compute)  # 15 runs × 360 s
+    assert re.search(cells("rank_x", "2", "0", "0", "1.0", "bf16: 1; fp32, AMD EPYC: 1"), compute)  # 2 × 1,800 s
+    assert re.search(cells("table2_cpu", "15", "0", "0", "1.5", "bf16: 15"), compute)  # 15 runs × 360 s
+    assert re.search(cells("weight_x", "1", "0", "1", "0.0", "fp32, AMD EPYC: 1"), compute)
     assert "Total: 2.5 job-hours, about 1.2 machine-hours" in compute
 
 
