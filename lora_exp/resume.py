@@ -41,6 +41,10 @@ class TrainState:
         self.step, self.pos = self.step + 1, self.pos + n_batches
         self.running_loss, self.n_loss = self.running_loss + loss, self.n_loss + 1
 
+    def evaluated(self) -> bool:
+        """Whether the evaluation history already holds this step's evaluation."""
+        return bool(self.history) and self.history[-1].get("step") == self.step
+
 
 def _rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
     np_state = np.random.get_state()

@@ -182,6 +182,8 @@ def train(cfg, out_dir: Path) -> dict:
 
     # The loop: one optimizer step per accumulation group, evaluations and checkpoints by plan.
     model.train()
+    if state.step and plan.evaluates_at(state.step) and not state.evaluated():
+        evaluate(model, state)  # resumed from the checkpoint written before this step's evaluation
     bar = progress_bar(cfg, plan.total, state.step)
     while state.step < plan.total:
         batches = sampler.batches(state.epoch)
@@ -193,10 +195,12 @@ def train(cfg, out_dir: Path) -> dict:
             sched.step()
             state.advance(loss, tcfg.grad_accum)
             bar.update(1)
-            if plan.evaluates_at(state.step):
-                evaluate(model, state)
+            # The checkpoint goes first: a kill during a long evaluation (an NLG run's decoding of
+            # the test set) then resumes at this step and evaluates, instead of re-training.
             if plan.checkpoints_at(state.step) and dist.is_main():
                 resume.save_state(out_dir, model, run.trained, opt, sched, scaler, state)
+            if plan.evaluates_at(state.step):
+                evaluate(model, state)
         if state.pos >= len(batches):
             state.epoch, state.pos = state.epoch + 1, 0
     bar.close()

@@ -115,3 +115,35 @@ def test_checkpoints_leave_the_training_as_it_is(make_cfg, tmp_path, data_dir):
     assert (tmp_path / "checkpointed" / FILE).is_file() and not (tmp_path / "plain" / FILE).exists()
     assert (tmp_path / "plain" / "metrics.jsonl").read_text() == \
         (tmp_path / "checkpointed" / "metrics.jsonl").read_text()
+
+
+def test_a_kill_during_an_evaluation_resumes_at_its_step(make_cfg, tmp_path, data_dir, monkeypatch):
+    """The checkpoint of an evaluation step is written before the evaluation: a run killed while
+    it evaluates (an NLG run decoding its test set) resumes there, evaluates, and ends as the
+    uninterrupted run, without training the steps since the previous checkpoint again."""
+    import lora_exp.trainer as trainer_mod
+    from lora_exp.resume import FILE
+    from safetensors import safe_open
+
+    base = ["model=tiny_bert", "trainer=smoke", "trainer.max_steps=12", "trainer.eval_every=4",
+            "trainer.checkpoint_every=4", "method.dropout=0.1", f"data_dir={data_dir}"]
+    trainer_mod.run(make_cfg(base), tmp_path / "plain")
+
+    real = trainer_mod.Evaluator
+
+    class KilledAtStep8(real):
+        def __call__(self, model, state):
+            if state.step == 8:
+                raise KeyboardInterrupt("killed while evaluating")
+            return super().__call__(model, state)
+
+    monkeypatch.setattr(trainer_mod, "Evaluator", KilledAtStep8)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.run(make_cfg(base), tmp_path / "killed")
+    with safe_open(str(tmp_path / "killed" / FILE), framework="pt") as f:
+        assert json.loads(f.metadata()["lora_exp"])["state"]["step"] == 8
+    monkeypatch.setattr(trainer_mod, "Evaluator", real)
+    trainer_mod.run(make_cfg(base + ["resume=true"]), tmp_path / "killed")
+    assert (tmp_path / "plain" / "metrics.jsonl").read_text() == \
+        (tmp_path / "killed" / "metrics.jsonl").read_text()
+    assert [r["step"] for r in map(json.loads, (tmp_path / "plain" / "metrics.jsonl").open())] == [4, 8, 12]
