@@ -187,7 +187,9 @@ def _sweep_section(outputs, out, prefix, title, rows_of, order, verdicts_of, com
         return lines + ["Not run yet. Commands:", "", commands, ""], {}
     st = table2.stats(rows)
     st.to_csv(out / f"{prefix.rstrip('_')}.csv", index=False)
-    lines += ["Median [min–max] over seeds, ×100, (n) runs; ↑k as above.", ""]
+    ok = df[df["status"] == "ok"]["run_dir"].unique()
+    lines += ["Median [min–max] over seeds, ×100, (n) runs; ↑k as above. Runs per training "
+              f"precision: {trained_on(ok)}.", ""]
     for protocol in table2.PROTOCOLS:
         lines += [f"**{protocol} selection:**", "", table2.markdown(st, protocol, order), ""]
     v = verdicts_of(st)

@@ -123,6 +123,7 @@ def test_rank_and_weight_type_sections(tmp_path):
                      targets=targets)
     page = write_page([tmp_path], tmp_path / "out").read_text()
     assert "| r=1 | 1,000 | 81.0 [80.0–82.0] (3) ↑3 |" in page  # best at the last epoch
+    assert "↑k as above. Runs per training precision: bf16: 9." in page
     assert "a small r suffices (r = 1 … 64 flat within noise)**, mrpc, paper selection: does not hold " \
            "(best r=8; outside its range: r=64)" in page
     assert "more weight types at a lower rank beat one type at a higher rank**, mrpc, paper selection: " \
