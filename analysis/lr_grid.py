@@ -71,7 +71,8 @@ def write_grid(roots: list[str | Path], out: Path) -> str:
     choice.to_csv(out / "lr_choice.csv", index=False)
     for task, g in curve.groupby("task"):
         main = g["main"].iloc[0]
-        both = g.assign(series=g["method"] + " lr=" + g["lr"].map("{:g}".format))
+        kinds = [kind_label(m, r) for m, r in zip(g["method"], g["rank"])]  # r=8 and r=64 apart
+        both = g.assign(series=[f"{k} lr={lr:g}" for k, lr in zip(kinds, g["lr"])])
         plot_curves(both, {task: f"{HELDOUT}/{main.split('/', 1)[1]}"}, out / f"curves_{task}.png",
                     hue="series")
     shown = choice.assign(chosen=choice["chosen"].map({True: "**yes**", False: ""}))

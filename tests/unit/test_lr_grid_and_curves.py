@@ -10,12 +10,12 @@ from analysis.lr_grid import choose, grid_table, write_grid
 from analysis.runs import RunError
 
 
-def fake_run(root, name, *, method, lr, task, heldout, dev, status="ok", seed=0):
+def fake_run(root, name, *, method, lr, task, heldout, dev, status="ok", seed=0, rank=8):
     """A run directory as the trainer writes it: one evaluation per epoch."""
     d = root / name
     d.mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps({
-        "status": status, "task": task, "method": method, "rank": 8, "seed": seed,
+        "status": status, "task": task, "method": method, "rank": rank, "seed": seed,
         "config": {"trainer": {"lr": lr}}, "metrics": {"main_metric": "dev/accuracy"}}))
     (d / "metrics.jsonl").write_text("".join(
         json.dumps({"step": 10 * (i + 1), "epoch": float(i + 1), "dev/accuracy": v,
@@ -63,6 +63,18 @@ def test_write_grid_writes_tables_and_curves(grid, tmp_path_factory):
                  "curves_mrpc.csv"):
         assert (out / name).is_file(), name
     assert len(pd.read_csv(out / "lr_grid.csv")) == 4
+
+
+def test_two_sizes_of_a_method_are_two_grids(grid, tmp_path_factory):
+    for task in ("mrpc", "sst2"):  # the larger adapter: its own rates, its own choice, its own curve
+        fake_run(grid, f"{task}_h8", method="adapter_h", lr=1e-3, task=task, heldout=[0.8], dev=[0.8])
+        fake_run(grid, f"{task}_h64", method="adapter_h", rank=64, lr=1e-3, task=task, heldout=[0.6], dev=[0.6])
+    out = tmp_path_factory.mktemp("out")
+    write_grid([grid], out)
+    choice = pd.read_csv(out / "lr_choice.csv")
+    assert choice[choice["method"] == "adapter_h"]["rank"].tolist() == [8, 64]
+    series = set(pd.read_csv(out / "curves_mrpc.csv")["series"])
+    assert {"adapter_h r=8 lr=0.001", "adapter_h r=64 lr=0.001"} <= series
 
 
 def test_a_grid_without_heldout_evaluations_is_an_error(tmp_path):
