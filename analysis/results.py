@@ -68,6 +68,10 @@ OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora task=mrpc r
 OMP_NUM_THREADS=1 python run.py -m experiment=rank_sweep_sst2 hydra.sweep.dir=docs/generated/sweeps/rank_sweep_sst2
 ```"""
 TYPES_COMMANDS = """```bash
+# its (wq,wv) r=4 jobs 5, 12, 19 have the resolved configs of the rank sweep's r=4 jobs 2, 7, 12:
+# copy those finished runs in first, and the sweep skips them (Compute counts them once)
+S=docs/generated/sweeps; mkdir -p $S/weight_types_mrpc
+for p in 2:5 7:12 12:19; do cp -r $S/rank_mrpc/${p%:*} $S/weight_types_mrpc/${p#*:}; done
 OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora task=mrpc seed=0,1,2 \\
     'method.targets=[wq],[wk],[wv],[wo],[wq,wk],[wq,wv],[wq,wk,wv,wo]' "rank='\\${budget_rank:\\${method.targets},8}'" \\
     hydra.sweep.dir=docs/generated/sweeps/weight_types_mrpc
