@@ -29,7 +29,8 @@ def lookup(key, table: dict, _node_):
     value inline in an experiment file, with no helper key in the run config."""
     if key not in table:
         raise ConfigError(_node_._get_full_key(None), key, sorted(table),
-                          "the table in the experiment file has no entry for it")
+                          f"the experiment file sets it per value of another key and has no entry "
+                          f"for {key!r}")
     return table[key]
 
 

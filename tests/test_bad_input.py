@@ -72,6 +72,8 @@ CONFIG_CASES = [
     ("model dropout above 1", ["model.dropout=1.5"], ["model.dropout=1.5", "[0, 1)"]),
     ("missing data_dir", ["data_dir=/nonexistent/mirror"], ["data_dir='/nonexistent/mirror'", "null"]),
     ("init_from missing", ["init_from=/nonexistent/run"], ["init_from='/nonexistent/run'", "run directory"]),
+    ("a rank the experiment has no rate for", ["experiment=table2_cpu", "method=adapter_h", "rank=16"],
+     ["trainer.lr", "no entry for 16", "[8, 64]"]),
 ]
 
 
