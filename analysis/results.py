@@ -261,10 +261,13 @@ def section7_weights_missing(folders: list[Path], ranks: tuple[int, int]) -> lis
     return [run for run in section7_pair(folders, ranks) or () if not (run / WEIGHTS).is_file()]
 
 
-def kept_report(report: Path, missing: list[Path]) -> str | None:
+def kept_report(report: Path, missing: list[Path], folder: Path) -> str | None:
     """The line that keeps the report an earlier generation of the page wrote, when this checkout
-    lacks weights it would be rebuilt from (None: there is none to keep)."""
+    lacks weights it would be rebuilt from (None: there is none to keep, or it was made from
+    another sweep, as when §7 moves on to a sweep whose r=64 adapters were trained elsewhere)."""
     if not report.is_file():
+        return None
+    if f"python -m analysis report {folder} " not in report.read_text():
         return None
     return (f"kept from the page's last generation: {len(missing)} of its runs' weights are not in "
             f"this checkout (e.g. `{missing[0]}`), so it was not rebuilt")
@@ -276,7 +279,9 @@ def section7(outputs: list[Path], out: Path, ranks: tuple[int, int]) -> Section:
         if section7_pair([folder], ranks) is None:
             continue  # no r=8 / r=64 pair yet; nothing of an earlier report is touched
         missing = section7_weights_missing([folder], ranks)
-        kept = kept_report(out / "section7" / "report.md", missing) if missing else None
+        kept = kept_report(out / "section7" / "report.md", missing, folder) if missing else None
+        if missing and not kept:
+            continue  # its adapters are elsewhere; a build would only overwrite another's tables
         if not kept:
             try:
                 build_report([str(folder)], out / "section7", *ranks)
@@ -304,7 +309,7 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
         folders = [root / n for root in outputs for n in names if (root / n).is_dir()]
         link = f"[{out.name}/{name}/report.md]({out.name}/{name}/report.md)"
         missing = weights_missing(folders) + section7_weights_missing(folders, ranks)
-        kept = kept_report(out / name / "report.md", missing) if missing else None
+        kept = kept_report(out / name / "report.md", missing, folders[0]) if missing else None
         if kept:
             found.append(f"{link} ({kept})")
             continue
