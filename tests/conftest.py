@@ -10,6 +10,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Idle OpenMP threads sleep instead of spinning: with subprocess tests (torchrun, joblib) sharing
 # 2 cores, spinning threads slow torch down 10-100x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The suite runs one pytest-xdist worker per CPU (pyproject's addopts): each worker, and every
+# process it starts, then computes on one thread, so that the workers do not oversubscribe.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import sys
 from pathlib import Path
@@ -21,6 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import lora_exp  # noqa: E402  (registers config resolvers)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 DATA_DIR = Path(os.environ.get("LORA_EXP_DATA_DIR") or REPO.parent / "shared" / "data")
 # CI has the mirror: there a missing mirror fails the data tests instead of skipping them.
