@@ -3,7 +3,7 @@
 Two runs decoded the same test inputs. Resampling the inputs with replacement, and scoring both
 runs on each resample, gives the spread of BLEU(a) − BLEU(b) that the choice of test inputs
 alone explains. Table 3 at CPU scale trains one seed per method, so it cannot measure seed
-noise; this makes "LoRA ≈ FT" testable against test-set noise instead: the two are apart when
+noise; this makes "LoRA on par with FT" testable against test-set noise instead: apart when
 the 95 % interval of the difference excludes 0. It does not see seed noise, so it can only make
 two runs look further apart than a seed spread would.
 

@@ -218,8 +218,11 @@ def table3_section(outputs: list[Path], out: Path) -> Section:
                     f"{trained_on(df[df['status'] == 'ok']['run_dir'].unique())}.", "",
                     table3.markdown(table), "",
                     "The paper's GPT-2 M rows (docs/paper.md#table3):", "", table3.paper_rows(), "",
-                    "Verdicts (LoRA ≈ FT: a paired bootstrap over the test inputs, one seed; "
-                    "`analysis/bootstrap.py`):", "", *table3.verdict_lines(table, paired, table3.beam_gain(df)), "",
+                    "Verdicts, against the order of the paper's rows above (LoRA ≥ FT within "
+                    "noise: a paired bootstrap over the test inputs, one seed, "
+                    "`analysis/bootstrap.py`; the others: BLEU in the paper's order). The paper "
+                    "has PreLayer above AdapterL at GPT-2 M and L, so AdapterL > PreLayer is not "
+                    "tested:", "", *table3.verdict_lines(table, paired, table3.beam_gain(df)), "",
                     "Commands:", "", TABLE3_COMMANDS, ""], claims.from_table3(table3.ordering(table, paired))
 
 

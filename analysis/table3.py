@@ -1,11 +1,14 @@
 """Table 3 at CPU scale: the five E2E metrics per method on the test set, greedy and beam, the
 mean over seeds (the paper's NLG protocol), next to the paper's GPT-2 M rows.
 
-Verdicts on the paper's ordering LoRA ≈ FT > AdapterL > PreLayer, on BLEU: the strict
-inequalities hold or not; LoRA ≈ FT holds when a paired bootstrap over the test inputs
-(:mod:`analysis.bootstrap`) puts 0 inside the 95 % interval of LoRA − FT. With one seed per method
-the seed noise is not measured (the paper's own LoRA spread is ±0.1 BLEU over 3 seeds); the
-bootstrap measures the test set's.
+Verdicts on the order of the paper's GPT-2 M rows, on BLEU (LoRA 70.4 > PreLayer 69.7 > FT 68.2
+> AdapterL 66.3, read from docs/paper.md, not from here). PreLayer is above AdapterL there, at
+both of AdapterL's budgets and for GPT-2 L too, so "AdapterL > PreLayer" is not the paper's
+finding and is not tested. LoRA against FT is the paper's "on par or better": it holds unless a
+paired bootstrap over the test inputs (:mod:`analysis.bootstrap`) puts the whole 95 % interval of
+LoRA − FT below 0. Every other pair the paper orders holds when its BLEU is in the paper's order.
+With one seed per method the seed noise is not measured (the paper's own LoRA spread is ±0.1 BLEU
+over 3 seeds); the bootstrap measures the test set's.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import bootstrap
-from analysis.paper_numbers import paper_table, row
+from analysis.paper_numbers import paper_table, row, value
 from analysis.runs import summary_of
 
 METRICS = ["BLEU", "nist_nltk", "METEOR", "ROUGE_L", "CIDEr"]
@@ -57,6 +60,12 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def paper_bleu() -> dict[str, float]:
+    """The paper's BLEU for the row each CPU row stands in for."""
+    table = paper_table("table3")
+    return {method: value(row(table, name, **cells)["BLEU"]) for method, (name, cells) in PAPER_ROW.items()}
+
+
 def paper_rows() -> str:
     table = paper_table("table3")
     cols = ["BLEU", "NIST", "MET", "ROUGE-L", "CIDEr"]
@@ -83,24 +92,30 @@ def paired_lora_ft(df: pd.DataFrame, split: str = "test") -> dict[str, dict]:
 
 
 def ordering(table: pd.DataFrame, paired: dict[str, dict] | None = None) -> list[dict]:
-    """The paper's ordering on BLEU, per decoding: one record per comparison. LoRA ≈ FT reads
-    the decoding's :func:`paired_lora_ft` (``paired``); without it, ``holds`` is None."""
+    """The paper's order of the rows on BLEU (:func:`paper_bleu`), per decoding: one record per
+    pair of measured methods. LoRA against FT reads the decoding's :func:`paired_lora_ft`
+    (``paired``); without it, ``holds`` is None."""
+    paper = paper_bleu()
     out = []
     for decoding, g in table.groupby("decoding"):
         bleu = g.set_index("method")["BLEU"]
-        if {"lora", "full_ft"} <= set(bleu.index):
-            figure = f"LoRA − FT = {bleu['lora'] - bleu['full_ft']:+.1f} BLEU"
-            b = (paired or {}).get(decoding)
-            if b:
-                figure += (f"; seed {b['seed']}: {b['diff']:+.1f}, 95 % interval [{b['low']:+.1f}, "
-                           f"{b['high']:+.1f}] over {b['resamples']} paired resamples of the "
-                           f"{b['inputs']} test inputs")
-            out.append({"decoding": decoding, "comparison": "lora ≈ full_ft",
-                        "holds": None if not b else bool(b["low"] <= 0 <= b["high"]), "figure": figure})
-        for a, b in (("lora", "adapter_l"), ("full_ft", "adapter_l"), ("adapter_l", "prefix_layer")):
-            if {a, b} <= set(bleu.index):
-                out.append({"decoding": decoding, "comparison": f"{a} > {b}", "holds": bool(bleu[a] > bleu[b]),
-                            "figure": f"{bleu[a]:.1f} vs {bleu[b]:.1f} BLEU"})
+        ranked = sorted((m for m in paper if m in bleu.index), key=lambda m: -paper[m])
+        for i, a in enumerate(ranked):
+            for b in ranked[i + 1:]:
+                figure = f"{bleu[a]:.1f} vs {bleu[b]:.1f} BLEU; paper {paper[a]:.1f} vs {paper[b]:.1f}"
+                if {a, b} == {"lora", "full_ft"}:
+                    diff = bleu["lora"] - bleu["full_ft"]
+                    figure = f"LoRA − FT = {diff:+.1f} BLEU, paper {paper['lora'] - paper['full_ft']:+.1f}"
+                    boot = (paired or {}).get(decoding)
+                    if boot:
+                        figure += (f"; seed {boot['seed']}: {boot['diff']:+.1f}, 95 % interval "
+                                   f"[{boot['low']:+.1f}, {boot['high']:+.1f}] over {boot['resamples']} "
+                                   f"paired resamples of the {boot['inputs']} test inputs")
+                    out.append({"decoding": decoding, "comparison": "lora ≥ full_ft within noise",
+                                "holds": None if not boot else bool(boot["high"] >= 0), "figure": figure})
+                else:
+                    out.append({"decoding": decoding, "comparison": f"{a} > {b}",
+                                "holds": bool(bleu[a] > bleu[b]), "figure": figure})
     return out
 
 
@@ -124,8 +139,8 @@ def verdict_lines(table: pd.DataFrame, paired: dict[str, dict] | None = None,
     lines = []
     for c in ordering(table, paired):
         if c["holds"] is None:
-            lines.append(f"- {c['decoding']}: {c['figure']} (one seed, no saved predictions to "
-                         "bootstrap: whether that is within noise is not testable here).")
+            lines.append(f"- {c['decoding']}: {c['comparison']}: not testable ({c['figure']}; one "
+                         "seed, no saved predictions to bootstrap).")
         else:
             lines.append(f"- {c['decoding']}: {c['comparison']}: "
                          f"{'holds' if c['holds'] else 'does not hold'} ({c['figure']}).")

@@ -158,10 +158,11 @@ def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
     # greedy under the training autocast: its own row, not pooled with the fp32 greedy one
     fake_nlg_run(tmp_path / "table3_cpu_decode_train", "lora", "lora", 59.5,
                  decoding={"greedy": True, "num_beams": 10, "precision": "train"})
-    # Beam runs without saved predictions: LoRA ≈ FT is not testable there.
+    # Beam runs without saved predictions: LoRA against FT is not testable there.
     page = write_page([tmp_path], tmp_path / "out").read_text()
     assert "| greedy | lora | 100 | 60.0 | 5.00 | 40.0 | 60.0 | 2.10 | 1 |" in page
-    assert "- beam 10: LoRA − FT = -0.5 BLEU (one seed, no saved predictions to bootstrap" in page
+    assert "- beam 10: lora ≥ full_ft within noise: not testable (LoRA − FT = -0.5 BLEU, paper +2.2; " \
+           "one seed, no saved predictions to bootstrap)." in page
     # Greedy runs with their predictions (the same outputs here): the paired bootstrap decides.
     for method in ("lora", "full_ft"):
         folder = tmp_path / "table3_cpu" / method / "predictions"
@@ -169,13 +170,16 @@ def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
         write_predictions(folder, "test", ["name[Aromi]"] * 2, ["Aromi is a pub .", "A pub ."],
                           [["Aromi is a pub ."], ["There is a pub ."]])
     page = write_page([tmp_path], tmp_path / "out").read_text()
-    assert "- greedy: lora ≈ full_ft: holds (LoRA − FT = -1.5 BLEU; seed 0: +0.0, 95 % interval " \
-           "[+0.0, +0.0] over 1000 paired resamples of the 2 test inputs)." in page
+    assert "- greedy: lora ≥ full_ft within noise: holds (LoRA − FT = -1.5 BLEU, paper +2.2; seed 0: " \
+           "+0.0, 95 % interval [+0.0, +0.0] over 1000 paired resamples of the 2 test inputs)." in page
+    # the other pairs in the order of the paper's rows (LoRA > PreLayer > FT > AdapterL), never
+    # AdapterL > PreLayer, which the paper does not find
     claim7 = next(line for line in page.splitlines() if line.startswith("| 7 |"))
-    assert "| **holds partly** (3 of 4; not: greedy: adapter_l > prefix_layer: 50.0 vs 52.0 BLEU); " \
-           "not testable: 1 |" in claim7 and claim7.endswith("| no: no selection enters |")
-    assert "- greedy: adapter_l > prefix_layer: does not hold (50.0 vs 52.0 BLEU)." in page
-    assert "- greedy: lora > adapter_l: holds (60.0 vs 50.0 BLEU)." in page
+    assert "| **holds partly** (5 of 6; not: greedy: prefix_layer > full_ft: 52.0 vs 61.5 BLEU; paper " \
+           "69.7 vs 68.2); not testable: 1 |" in claim7 and claim7.endswith("| no: no selection enters |")
+    assert "- greedy: prefix_layer > adapter_l: holds (52.0 vs 50.0 BLEU; paper 69.7 vs 66.3)." in page
+    assert "- greedy: lora > adapter_l: holds (60.0 vs 50.0 BLEU; paper 70.4 vs 66.3)." in page
+    assert "adapter_l > prefix_layer" not in page
     # LoRA's beam run decoded greedily too: its gain on the same weights; FT's against another run.
     assert "- beam 10 − greedy, lora, same weights: BLEU +1.00, nist_nltk +0.00." in page
     assert "- beam 10 − greedy, lora: " not in page
@@ -185,6 +189,20 @@ def test_table3_section_means_paper_rows_and_verdicts(tmp_path):
     # the paper's GPT-2 M rows, transcribed from the paper (Table 3)
     assert "| lora | **M LoRA** | 0.35M | 70.4±.1 | 8.85±.02 | 46.8±.2 | 71.8±.1 | 2.53±.02 |" in page
     assert "| adapter_l | M AdapterL* | 0.37M | 66.3 | 8.41 | 45.0 | 69.8 | 2.40 |" in page
+
+
+def test_table3_lora_against_ft_fails_only_when_significantly_lower():
+    """The paper finds LoRA on par with FT or better: a LoRA significantly above FT holds, one whose
+    whole interval is below 0 does not."""
+    from analysis import table3
+    table = pd.DataFrame({"decoding": ["greedy"] * 2, "method": ["lora", "full_ft"], "BLEU": [64.0, 60.0]})
+    boot = {"diff": 4.0, "low": 3.0, "high": 5.0, "resamples": 1000, "inputs": 630, "seed": 0}
+    above = table3.ordering(table, {"greedy": boot})
+    below = table3.ordering(table.assign(BLEU=[56.0, 60.0]),
+                            {"greedy": {**boot, "diff": -4.0, "low": -5.0, "high": -3.0}})
+    assert [(c["comparison"], c["holds"]) for c in above] == [("lora ≥ full_ft within noise", True)]
+    assert [c["holds"] for c in below] == [False]
+    assert table3.ordering(table)[0]["holds"] is None  # no predictions to bootstrap
 
 
 def test_reports_are_kept_where_the_checkout_lacks_the_weights(tmp_path):
