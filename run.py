@@ -55,6 +55,7 @@ def rerun_job(cfg: DictConfig, out_dir: str, sweep_dir: str) -> tuple[str, dict 
         return rerun.RUN, None
     action, reason = rerun.decide(Path(out_dir), resolved)
     rerun.record(Path(sweep_dir), Path(out_dir), action, reason)
+    rerun.restore_hydra_files(Path(out_dir), keep=action in (rerun.SKIP, rerun.CONFLICT))
     if action == rerun.CONFLICT:
         log.error("sweep job %s: not run: %s", Path(out_dir).name, reason)
         print(f"error: sweep job {Path(out_dir).name} not run: {reason}", file=sys.stderr)

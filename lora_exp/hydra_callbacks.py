@@ -7,7 +7,8 @@
   A job that refused to overwrite another config's finished run (:mod:`lora_exp.rerun`)
   counts as failed too.
 * :class:`ReportReruns`: what the jobs of this invocation did with an earlier run of the same
-  sweep (:mod:`lora_exp.rerun`): how many were skipped, resumed and run.
+  sweep (:mod:`lora_exp.rerun`): how many were skipped, resumed and run. It also keeps the
+  finished runs' ``.hydra/`` files before the jobs start, for the jobs that leave them as they are.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class ExitNonZeroOnFailure(Callback):
 class ReportReruns(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.start = time.time()
+        rerun.keep_hydra_files(Path(config.hydra.sweep.dir))  # before Hydra rewrites them
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         done = rerun.actions_since(Path(config.hydra.sweep.dir), getattr(self, "start", 0.0))

@@ -14,10 +14,16 @@ killed session) must not redo finished work. Each job looks at its directory fir
 
 Each job appends its decision to ``<sweep dir>/sweep_actions.jsonl``; the multirun callback
 (:mod:`lora_exp.hydra_callbacks`) prints the counts at the end.
+
+Hydra writes each job's ``.hydra/`` files (config, overrides) before the job can decide. For a
+skipped or refused job those files describe the run in the folder, not this invocation: the
+callback keeps a copy of every finished run's ``.hydra/`` before the jobs start
+(:func:`keep_hydra_files`), and the job puts it back (:func:`restore_hydra_files`).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -29,6 +35,11 @@ ACTIONS_FILE = "sweep_actions.jsonl"
 # checkpoints leave the training as it is (tests/test_resume.py), so a sweep can add them to
 # finish interrupted jobs later without redoing its finished ones.
 _NOT_COMPARED = ("resume", "trainer.checkpoint_every")
+# Keys added to the config after runs were made, each with the value that does what runs made
+# without it did: an earlier run that lacks the key matches a config holding that value, so
+# adding an option does not turn every finished run into another config's.
+ADDED_LATER = {"task.decoding.also_greedy": False}
+KEPT_HYDRA = ".hydra_kept"
 
 
 def _first_difference(old, new, prefix: str = "") -> str | None:
@@ -37,6 +48,8 @@ def _first_difference(old, new, prefix: str = "") -> str | None:
         for key in sorted(set(old) | set(new)):
             where = f"{prefix}{key}"
             if where in _NOT_COMPARED:
+                continue
+            if key not in old and key in new and where in ADDED_LATER and new[key] == ADDED_LATER[where]:
                 continue
             if key not in old or key not in new:
                 return where
@@ -94,3 +107,29 @@ def actions_since(sweep_dir: Path, start: float) -> list[dict]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if r["time"] >= start]
+
+
+def keep_hydra_files(sweep_dir: Path) -> None:
+    """Before a sweep's jobs start: copy each finished run's ``.hydra/`` to ``.hydra_kept/``. A
+    copy left by an invocation that was killed is the original, and stays."""
+    for summary in Path(sweep_dir).glob("*/summary.json"):
+        run_dir = summary.parent
+        try:
+            ok = json.loads(summary.read_text()).get("status") == "ok"
+        except (OSError, json.JSONDecodeError):
+            continue
+        if ok and (run_dir / ".hydra").is_dir() and not (run_dir / KEPT_HYDRA).exists():
+            shutil.copytree(run_dir / ".hydra", run_dir / KEPT_HYDRA)
+
+
+def restore_hydra_files(run_dir: Path, keep: bool) -> None:
+    """Put back the ``.hydra/`` files that Hydra overwrote for this job (``keep``: the job leaves
+    the earlier run as it is), or drop the copy (the job runs, and its own files are right)."""
+    kept = Path(run_dir) / KEPT_HYDRA
+    if not kept.is_dir():
+        return
+    if keep:
+        shutil.rmtree(Path(run_dir) / ".hydra", ignore_errors=True)
+        kept.rename(Path(run_dir) / ".hydra")
+    else:
+        shutil.rmtree(kept)

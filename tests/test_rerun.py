@@ -44,6 +44,20 @@ def test_decide_reads_the_earlier_run(tmp_path):
     assert rerun.decide(tmp_path / "failed", cfg) == (rerun.RUN, "the earlier run is failed")
 
 
+def test_an_option_added_later_at_its_old_behaviour_is_the_same_config(tmp_path):
+    """A run made before ``task.decoding.also_greedy`` existed decoded only one way: it matches a
+    config with the option off, and only off."""
+    old = {"task": {"decoding": {"greedy": True}}}
+    _write(tmp_path / "ok", "ok", old)
+    added = {"task": {"decoding": {"greedy": True, "also_greedy": False}}}
+    assert rerun.decide(tmp_path / "ok", added)[0] == rerun.SKIP
+    on = {"task": {"decoding": {"greedy": True, "also_greedy": True}}}
+    assert rerun.decide(tmp_path / "ok", on)[0] == rerun.CONFLICT
+    # any other key a run lacks still makes it another config's
+    other = {"task": {"decoding": {"greedy": True, "num_beams": 10}}}
+    assert rerun.decide(tmp_path / "ok", other)[0] == rerun.CONFLICT
+
+
 def _sweep(sweep_dir: Path, data_dir: Path) -> list[str]:
     return [sys.executable, "run.py", "-m", "model=tiny_bert", "trainer=smoke", "rank=1,2,4,8",
             f"data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}"]
@@ -90,6 +104,9 @@ def test_a_sweep_does_not_overwrite_another_configs_finished_run(tmp_path, data_
     assert subprocess.run(first, cwd=REPO, env=ENV, capture_output=True, timeout=300).returncode == 0
     summary = (sweep_dir / "0" / "summary.json").read_bytes()
     metrics = (sweep_dir / "0" / "metrics.jsonl").read_bytes()
+    overrides = (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_bytes()
+    hydra_config = (sweep_dir / "0" / ".hydra" / "config.yaml").read_bytes()
+    assert b"rank=1" in overrides
 
     other = [a.replace("rank=1", "rank=2") for a in first]
     again = subprocess.run(other, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
@@ -98,3 +115,7 @@ def test_a_sweep_does_not_overwrite_another_configs_finished_run(tmp_path, data_
     assert "not run 1 (another config's finished run in its folder)" in again.stdout
     assert (sweep_dir / "0" / "summary.json").read_bytes() == summary
     assert (sweep_dir / "0" / "metrics.jsonl").read_bytes() == metrics
+    # Hydra rewrote the job's .hydra/ files for rank=2 before the job refused; they are put back
+    assert (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
+    assert (sweep_dir / "0" / ".hydra" / "config.yaml").read_bytes() == hydra_config
+    assert not (sweep_dir / "0" / rerun.KEPT_HYDRA).exists()
