@@ -5,7 +5,8 @@ task, with the verdicts on the paper's two claims (judged on the seed spread, as
   the range of the rank with the best median (r = 1 … 64 flat within noise).
 * *More weight types at a lower rank beat one type at a higher rank* (Table 5): holds when the
   best multi-type configuration has a higher median than the best single type; the page says
-  whether the two ranges overlap (the difference is then within seed noise).
+  whether the two ranges overlap (the difference is then within seed noise), or that it cannot
+  tell while either row has a single seed.
 """
 from __future__ import annotations
 
@@ -59,8 +60,17 @@ def types_verdicts(st: pd.DataFrame) -> pd.DataFrame:
         out.append({"claim": "more weight types at a lower rank beat one type at a higher rank",
                     "task": task, "protocol": protocol, "holds": m["median"] > s["median"],
                     "note": f"{m['row']} {100 * m['median']:.1f} vs {s['row']} {100 * s['median']:.1f}"
-                            + ("; within seed noise" if table2.overlap(m, s) else "; beyond seed noise")})
+                            + _noise(m, s)})
     return pd.DataFrame(out)
+
+
+def _noise(a: pd.Series, b: pd.Series) -> str:
+    """Whether the two rows differ beyond their seed ranges; a row with a single seed has no
+    range, so the comparison would say nothing about noise."""
+    few = [f"{r['row']} has {int(r['n'])} seed" for r in (a, b) if r["n"] < 2]
+    if few:
+        return "; seed noise not measured (" + ", ".join(few) + ")"
+    return "; within seed noise" if table2.overlap(a, b) else "; beyond seed noise"
 
 
 def verdict_lines(v: pd.DataFrame) -> list[str]:

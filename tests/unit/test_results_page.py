@@ -132,6 +132,17 @@ def test_rank_and_weight_type_sections(tmp_path):
     assert page.index("| r=8 |") < page.index("| r=64 |")
 
 
+def test_a_single_seed_row_does_not_claim_seed_noise(tmp_path):
+    for seed in range(3):
+        fake_run(tmp_path / "weight_types_mrpc", f"qv_{seed}", method="lora", rank=4, task="mrpc",
+                 seed=seed, dev=[0.6, 0.78 + seed / 100], heldout=[0.5, 0.6], targets=("wq", "wv"))
+    fake_run(tmp_path / "weight_types_mrpc", "wo_0", method="lora", rank=8, task="mrpc", seed=0,
+             dev=[0.6, 0.85], heldout=[0.5, 0.6], targets=("wo",))
+    page = write_page([tmp_path], tmp_path / "out").read_text()
+    assert "paper selection: does not hold (wq,wv (r=4) 79.0 vs wo (r=8) 85.0; " \
+           "seed noise not measured (wo (r=8) has 1 seed))" in page
+
+
 def fake_nlg_run(root, name, method, bleu, trainable=100, decoding=None, greedy_bleu=None):
     """``decoding``: the run's task.decoding (default: greedy in fp32, as the table3_cpu sweep);
     ``greedy_bleu``: the run also decoded greedily from the same weights (with 5.0 NIST)."""
