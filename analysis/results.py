@@ -82,10 +82,11 @@ TABLE3_COMMANDS = """```bash
 OMP_NUM_THREADS=1 python run.py -m experiment=table3_cpu hydra.sweep.dir=docs/generated/sweeps/table3_cpu
 # beam 10 for LoRA and FT: the same training again (the sweep keeps no FT weights, 270 MB), then
 # beam search and greedy decoding of the same weights (beam's gain without another training);
+# the test loss only at the end (the sweep has the curve; evaluating changes no trained weight);
 # a killed run continues with resume=true
 for M in lora full_ft; do
   OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=$M task.decoding.greedy=false \\
-      task.decoding.also_greedy=true hydra.run.dir=docs/generated/sweeps/table3_cpu_beam/$M
+      task.decoding.also_greedy=true trainer.eval_every=1000 hydra.run.dir=docs/generated/sweeps/table3_cpu_beam/$M
 done
 # (with the sweep's weights at hand, beam search alone from them: trainer.max_steps=0
 #  init_from=docs/generated/sweeps/table3_cpu/<job> init_checkpoint=final task.decoding.greedy=false)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 from transformers import LogitsProcessorList
 
 import lora_exp.trainer as trainer_mod
@@ -185,6 +186,28 @@ def test_lora_e2e_run_writes_predictions_and_five_metrics(make_cfg, tmp_path, da
              for line in (data_dir / "e2e" / "valid.txt").open()]
     for mr, refs in zip(src, groups):  # every reference of each input, in file order
         assert refs.splitlines() == [ref for ctx, ref in valid if ctx == mr]
+
+
+def test_the_evaluation_schedule_changes_no_trained_weight(make_cfg, tmp_path, data_dir, monkeypatch):
+    # A re-training that only decodes differently (Table 3's beam rows) may skip the loss curve
+    # the first run recorded: evaluating must not move the random stream LoRA's dropout draws.
+    monkeypatch.setenv("LORA_EXP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(nlg_metrics, "_coco_scores", lambda preds, refs: {"METEOR": 0.25, "ROUGE_L": 0.5,
+                                                                          "CIDEr": 0.75})
+    weights, losses = {}, {}
+    for every in (2, 6):
+        torch.manual_seed(0)
+        cfg = make_cfg([f"data_dir={data_dir}", "model=tiny_gpt2", "task=e2e", "trainer=smoke",
+                        f"rank={RANK}", "method.dropout=0.1", "trainer.max_steps=6",
+                        f"trainer.eval_every={every}", "trainer.max_eval_samples=4",
+                        "task.eval_splits=[test]", "task.decoding.greedy=true",
+                        "task.decoding.max_new_tokens=3"])
+        summary = trainer_mod.run(cfg, tmp_path / str(every))
+        weights[every] = load_file(tmp_path / str(every) / "adapter_model.safetensors")
+        losses[every] = summary["metrics"]["test"]["final"]["loss"]
+    assert weights[2].keys() == weights[6].keys() and len(weights[2]) == 2 * 2 * 2  # L · (q, v) · (A, B)
+    assert all(torch.equal(weights[2][k], weights[6][k]) for k in weights[2])
+    assert losses[2] == losses[6]
 
 
 def test_beam_search_also_decodes_greedily_from_the_same_weights(make_cfg, tmp_path, data_dir,
