@@ -375,8 +375,10 @@ def compute_section(outputs: list[Path]) -> list[str]:
     total = table["job-hours"].sum()
     return lines + [
         "Wall time each finished run recorded (`wall_s`: one job on one thread, two jobs side by "
-        "side on the 2-core machine; a resumed run counts its last segment only, so this is a "
-        "lower bound), summed per sweep folder; a run copied into a second sweep whose job has "
+        "side on the 2-core machine; a resumed run counts its earlier invocations up to the "
+        "checkpoint it resumed from, not the work lost after that checkpoint, and one resumed "
+        "before runs recorded this (no `wall_s_before_resume`) its last invocation only: a lower "
+        "bound), summed per sweep folder; a run copied into a second sweep whose job has "
         "the same resolved config (copies) counts once, in the first folder; with the runs per "
         "training precision (`auto` "
         "takes bf16 on a CPU with native bf16, fp32 on one without, whose steps are slower):", "",

@@ -35,6 +35,9 @@ class TrainState:
     running_loss: float = 0.0
     n_loss: int = 0
     history: list = field(default_factory=list)
+    # Wall time the run had spent when this state was saved, over every invocation: a resumed
+    # run's record of its cost then includes the work its checkpoint keeps.
+    wall_s: float = 0.0
 
     def advance(self, loss: float, n_batches: int) -> None:
         """After an optimizer step over ``n_batches`` batches with mean ``loss``."""

@@ -171,6 +171,7 @@ def train(cfg, out_dir: Path) -> dict:
     scaler = torch.amp.GradScaler(enabled=amp_dtype == torch.float16)
     tracker = Tracker(cfg.logger if dist.is_main() else None, out_dir, cfg, cfg.run_name)
     state = resume.start(cfg.resume, out_dir, model, opt, sched, scaler)
+    before_resume_s, started = state.wall_s, time.time()
     evaluate = Evaluator(family, task, eval_sets, tokenizer, tcfg.eval_batch_size, device,
                          amp_dtype, out_dir, tracker, plan.steps_per_epoch, plan.total,
                          selecting_key(task, tcfg.selection),
@@ -198,6 +199,7 @@ def train(cfg, out_dir: Path) -> dict:
             # The checkpoint goes first: a kill during a long evaluation (an NLG run's decoding of
             # the test set) then resumes at this step and evaluates, instead of re-training.
             if plan.checkpoints_at(state.step) and dist.is_main():
+                state.wall_s = before_resume_s + time.time() - started
                 resume.save_state(out_dir, model, run.trained, opt, sched, scaler, state)
             if plan.evaluates_at(state.step):
                 evaluate(model, state)
@@ -216,7 +218,7 @@ def train(cfg, out_dir: Path) -> dict:
     return {"params": run.params, "metrics": summarize(state.history, task, tcfg.selection),
             "protocol": protocol(cfg, len(state.history), model_dropout(model)), "steps": state.step,
             "precision": precision_name(amp_dtype), "evaluations": len(state.history),
-            "compile": steps.record()}
+            "compile": steps.record(), "wall_s_before_resume": round(before_resume_s, 3)}
 
 
 def run(cfg, out_dir: Path) -> dict:
@@ -250,7 +252,9 @@ def run(cfg, out_dir: Path) -> dict:
         raise
     finally:
         dist.shutdown()
-    summary.update(body, status="ok", wall_s=round(time.time() - start, 3), finished_at=time.time())
+    # wall_s: this invocation plus, for a resumed run, the earlier ones up to its checkpoint
+    wall_s = time.time() - start + body.get("wall_s_before_resume", 0.0)
+    summary.update(body, status="ok", wall_s=round(wall_s, 3), finished_at=time.time())
     if main:
         write_json(out_dir / "summary.json", summary)
     return summary

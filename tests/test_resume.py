@@ -141,9 +141,14 @@ def test_a_kill_during_an_evaluation_resumes_at_its_step(make_cfg, tmp_path, dat
     with pytest.raises(KeyboardInterrupt):
         trainer_mod.run(make_cfg(base), tmp_path / "killed")
     with safe_open(str(tmp_path / "killed" / FILE), framework="pt") as f:
-        assert json.loads(f.metadata()["lora_exp"])["state"]["step"] == 8
+        saved = json.loads(f.metadata()["lora_exp"])["state"]
+    assert saved["step"] == 8 and saved["wall_s"] > 0
     monkeypatch.setattr(trainer_mod, "Evaluator", real)
-    trainer_mod.run(make_cfg(base + ["resume=true"]), tmp_path / "killed")
+    resumed = trainer_mod.run(make_cfg(base + ["resume=true"]), tmp_path / "killed")
+    # the run's recorded cost includes the first invocation's work up to the checkpoint
+    assert resumed["wall_s_before_resume"] == round(saved["wall_s"], 3)
+    assert resumed["wall_s"] > resumed["wall_s_before_resume"]
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["wall_s_before_resume"] == 0
     assert (tmp_path / "plain" / "metrics.jsonl").read_text() == \
         (tmp_path / "killed" / "metrics.jsonl").read_text()
     assert [r["step"] for r in map(json.loads, (tmp_path / "plain" / "metrics.jsonl").open())] == [4, 8, 12]
