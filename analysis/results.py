@@ -11,7 +11,9 @@ OUTPUTS is read by folder name (the layout the documented commands write,
   (Table 5), any tasks; §7 runs on the r=8 / r=64 runs of the first ``rank_*`` folder that has
   their adapters;
 * ``table3_cpu``: the CPU Table 3 runs (greedy), ``table3_cpu_beam``: LoRA and FT trained again
-  and decoded with beam 10 and greedily (the same weights both ways).
+  and decoded with beam 10 and greedily (the same weights both ways);
+* every folder: the configs trained twice, side by side (:mod:`analysis.reruns`), e.g.
+  ``reruns/``, one Table 2 job trained again as a single run.
 
 A section whose runs are not there says so, with the command that makes them: the page never
 shows a figure it did not read from a run.
@@ -24,13 +26,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import claims, forgetting, measured, spectrum, table2, table3, tables56
+from analysis import claims, forgetting, measured, reruns, spectrum, table2, table3, tables56
 from analysis.report import CLAIMS as SECTION7_CLAIMS
 from analysis.report import build as build_report
 from analysis.report import pick_runs
 from analysis.collect import collect
 from analysis.curves import curves, plot_curves
 from analysis.lr_grid import write_grid
+from analysis.provenance import run_identity, summary_of, trained_label
 from analysis.runs import RunError, kind_label
 from lora_exp.export import WEIGHTS
 
@@ -94,6 +97,11 @@ done
 OMP_NUM_THREADS=1 python run.py experiment=table3_cpu method=lora trainer.max_steps=0 \\
     init_from=docs/generated/sweeps/table3_cpu/0 init_checkpoint=final task.decoding.precision=train \\
     hydra.run.dir=docs/generated/sweeps/table3_cpu_decode_train/lora
+```"""
+RERUNS_COMMANDS = """```bash
+# Table 2's LoRA on MRPC, seed 0, as one run instead of a sweep job, into a folder of its own
+OMP_NUM_THREADS=1 python run.py experiment=table2_cpu method=lora task=mrpc seed=0 \\
+    hydra.run.dir=docs/generated/sweeps/reruns/table2_cpu_lora_mrpc_s0
 ```"""
 SECTION7_COMMANDS = """```bash
 # a rank sweep above, with its r=8 and r=64 adapters (the converged MRPC one: rank_mrpc), then
@@ -333,24 +341,12 @@ def spectrum_section(outputs: list[Path], out: Path) -> list[str]:
 
 
 def trained_on(run_dirs) -> str:
-    """Runs per training precision and machine (a run records its machine since the field was
-    added; earlier ones say only their precision)."""
+    """Runs per training precision and machine."""
     counts: dict[str, int] = {}
     for run_dir in run_dirs:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-        m = summary.get("machine")
-        where = f", {m['cpu']}{' avx512_bf16/amx' if m['native_bf16'] else ''}" if m else ""
-        label = f"{summary.get('precision', '?')}{where}"
+        label = trained_label(summary_of(run_dir))
         counts[label] = counts.get(label, 0) + 1
     return "; ".join(f"{label}: {n}" for label, n in sorted(counts.items()))
-
-
-def run_identity(run_dir: str) -> tuple:
-    """What a run is, wherever its folder was copied: the process that trained it and when."""
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    if summary.get("started_at") is None:
-        return (str(Path(run_dir).resolve()),)
-    return (summary.get("pid"), summary["started_at"])
 
 
 def compute_section(outputs: list[Path]) -> list[str]:
@@ -401,7 +397,8 @@ def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8
         _sweep_section(outputs, out, "weight_types_", "Table 5 at CPU scale: which weight types",
                        tables56.types_rows, tables56.by_types, tables56.types_verdicts, TYPES_COMMANDS, 4),
         section7(outputs, out, ranks), (spectrum_section(outputs, out), {}),
-        table3_section(outputs, out), (compute_section(outputs), {})]
+        table3_section(outputs, out), (reruns.section(outputs, RERUNS_COMMANDS), {}),
+        (compute_section(outputs), {})]
     found = {n: cells for _, verdicts in sections for n, cells in verdicts.items()}
     lines = ["# Results: the paper's claims re-measured at CPU scale", "",
              f"Written by `python -m analysis paper {' '.join(map(str, outputs))} --out {out}` at "

@@ -42,8 +42,10 @@ ADDED_LATER = {"task.decoding.also_greedy": False}
 KEPT_HYDRA = ".hydra_kept"
 
 
-def _first_difference(old, new, prefix: str = "") -> str | None:
-    """The dotted key of the first value that differs between two resolved configs, or None."""
+def first_difference(old, new, prefix: str = "") -> str | None:
+    """The dotted key of the first value that differs between two resolved configs, or None: the
+    same run. How-to-run keys (``_NOT_COMPARED``) and keys added later at the value that does what
+    runs without them did (``ADDED_LATER``) are no difference."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             where = f"{prefix}{key}"
@@ -53,7 +55,7 @@ def _first_difference(old, new, prefix: str = "") -> str | None:
                 continue
             if key not in old or key not in new:
                 return where
-            found = _first_difference(old[key], new[key], where + ".")
+            found = first_difference(old[key], new[key], where + ".")
             if found:
                 return found
         return None
@@ -76,7 +78,7 @@ def decide(run_dir: Path, resolved: dict) -> tuple[str, str]:
     except (OSError, json.JSONDecodeError):
         return RUN, "its summary.json is unreadable"
     old = summary.get("config") or {}
-    differs = _first_difference(old, resolved)
+    differs = first_difference(old, resolved)
     status = summary.get("status")
     if differs and status == "ok":
         return CONFLICT, (f"{run_dir} holds a finished run made under another config ({differs}: "

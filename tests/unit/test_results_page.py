@@ -108,6 +108,8 @@ def test_a_missing_section_gives_its_commands_not_figures(tmp_path):
     assert page.count("Not run yet. Commands:") == 6
     assert "Not run yet (no rank sweep with r=8 and r=64 adapters)" in page
     assert "experiment=table2_cpu" in page
+    assert "No config was trained twice in these folders. Commands:" in page
+    assert "hydra.run.dir=docs/generated/sweeps/reruns/table2_cpu_lora_mrpc_s0" in page
     with pytest.raises(RunError, match="no such folder"):
         write_page([tmp_path / "missing"], tmp_path / "out")
 

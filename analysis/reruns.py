@@ -1,0 +1,114 @@
+"""Runs made twice: independent runs of one resolved config, side by side.
+
+The trainer is deterministic: one config trained twice at the same precision on the same kind of
+machine gives the same numbers (tests/test_resume.py, tests/unit/test_speedups_change_nothing.py).
+Across precisions (``trainer.precision=auto``: bf16 on a CPU with native bf16, fp32 on one
+without) or machine kinds it need not. Every such group the sweep folders hold is shown, so that a
+reader sees how exactly a command reproduces a figure, and how far the precision moves one.
+
+A run copied into a second sweep folder (the same process: :func:`run_identity`) was made once,
+and is one run here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.collect import collect
+from analysis.provenance import run_identity, summary_of, trained_label
+from lora_exp.rerun import first_difference
+
+# Labels that name a run and change nothing in it: two sweeps may give one config other names.
+LABELS = ("run_name",)
+FIGURES = {"best": "paper selection", "heldout": "held-out selection", "final": "last evaluation"}
+DECIMALS = 4
+
+
+def _config(run_dir: str) -> dict:
+    config = dict(summary_of(run_dir).get("config") or {})
+    for key in LABELS:
+        config.pop(key, None)
+    return config
+
+
+def made_twice(runs: pd.DataFrame) -> list[list[str]]:
+    """Groups (of two or more) of finished runs, each made by another process, whose resolved
+    configs are the same (:func:`lora_exp.rerun.first_difference`: as a re-run sweep decides)."""
+    ok = runs[runs["status"] == "ok"].drop_duplicates("run_dir")
+    groups: list[list[str]] = []
+    for _, same_job in ok.groupby(["task", "method", "rank", "seed"], dropna=False):
+        seen: set[tuple] = set()
+        classes: list[list[str]] = []
+        for run_dir in sorted(same_job["run_dir"]):
+            identity = run_identity(run_dir)
+            if identity in seen:
+                continue  # a copy of a run already here
+            seen.add(identity)
+            for members in classes:
+                if first_difference(_config(members[0]), _config(run_dir)) is None:
+                    members.append(run_dir)
+                    break
+            else:
+                classes.append([run_dir])
+        groups += [c for c in classes if len(c) > 1]
+    return groups
+
+
+def table(runs: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """One row per run of each group made twice: where and how it ran, its main metric under each
+    selection, and whether every figure equals the group's first run's to :data:`DECIMALS`; runs
+    are named by their folder under ``root``."""
+    main = runs[runs["is_main"].fillna(False).astype(bool)].drop_duplicates("run_dir").set_index("run_dir")
+    rows = []
+    for number, group in enumerate(made_twice(runs), 1):
+        first = main.loc[group[0]]
+        for run_dir in group:
+            r, summary = main.loc[run_dir], summary_of(run_dir)
+            same = all(pd.isna(r[k]) and pd.isna(first[k]) or
+                       round(float(r[k]), DECIMALS) == round(float(first[k]), DECIMALS) for k in FIGURES)
+            rows.append({"group": number, "config": f"{r['task']} {r['method']} r={r['rank']} seed={r['seed']}",
+                         "run": str(Path(run_dir).relative_to(root)),
+                         "commit": (summary.get("git_sha") or "?")[:7], "trained": trained_label(summary),
+                         "metric": r["metric"], **{label: r[k] for k, label in FIGURES.items()},
+                         "same as the first": "first" if run_dir == group[0] else "yes" if same else "no"})
+    return pd.DataFrame(rows)
+
+
+def _precision(trained: str) -> str:
+    return trained.split(",")[0]
+
+
+def summary_lines(t: pd.DataFrame) -> list[str]:
+    """Per group kind (same precision and machine, or not), how many groups agree to 4 decimals,
+    and the largest difference, in points."""
+    if not len(t):
+        return ["No config was trained twice in these folders."]
+    lines = []
+    for same_setting, kind in ((True, "at one precision on one kind of machine"),
+                               (False, "at two precisions or on two kinds of machine")):
+        groups = [g for _, g in t.groupby("group") if (g["trained"].nunique() == 1) == same_setting]
+        if not groups:
+            continue
+        agree = sum((g["same as the first"] != "no").all() for g in groups)
+        spread = max((float((g[label].max() - g[label].min()) * 100)
+                      for g in groups for label in FIGURES.values() if g[label].notna().all()),
+                     default=float("nan"))
+        lines.append(f"- {len(groups)} config(s) trained twice {kind}: {agree} agree to "
+                     f"{DECIMALS} decimals in all three figures; the largest difference is "
+                     f"{spread:.2f} points.")
+    return lines
+
+
+def section(outputs: list[Path], commands: str) -> list[str]:
+    lines = ['<a id="reruns"></a>', "", "## Runs made twice", ""]
+    t = pd.concat([table(collect([root]), root) for root in outputs], ignore_index=True)
+    if not len(t):
+        return lines + ["No config was trained twice in these folders. Commands:", "", commands, ""]
+    return lines + [
+        "Independent runs (another process, often another commit) of one resolved config, as a "
+        "re-run sweep compares configs (`lora_exp/rerun.py`; how-to-run keys such as "
+        "`trainer.checkpoint_every` and the run's name aside); a run copied into a second sweep "
+        "folder is one run. The main metric (not ×100) under each selection:", "",
+        *summary_lines(t), "", t.to_markdown(index=False, floatfmt=f".{DECIMALS}f", missingval="—"), "",
+        "Commands (the single run of one Table 2 job, beside the sweeps):", "", commands, ""]
