@@ -11,12 +11,14 @@ and is one run here.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.collect import collect
 from analysis.provenance import run_identity, summary_of, trained_label
+from lora_exp.export import WEIGHTS
 from lora_exp.rerun import first_difference
 
 # Labels that name a run and change nothing in it: two sweeps may give one config other names.
@@ -55,33 +57,41 @@ def made_twice(runs: pd.DataFrame) -> list[list[str]]:
     return groups
 
 
+def _weights_digest(run_dir: str) -> str | None:
+    path = Path(run_dir) / WEIGHTS
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _mark(is_first: bool, same: bool | None) -> str:
+    return "first" if is_first else "—" if same is None else "yes" if same else "no"
+
+
 def table(runs: pd.DataFrame, root: Path) -> pd.DataFrame:
     """One row per run of each group made twice: where and how it ran, its main metric under each
-    selection, and whether every figure equals the group's first run's to :data:`DECIMALS`; runs
-    are named by their folder under ``root``."""
+    selection, whether every figure equals the group's first run's to :data:`DECIMALS`, and
+    whether its saved trained weights are the first's byte for byte (— where either has none);
+    runs are named by their folder under ``root``."""
     main = runs[runs["is_main"].fillna(False).astype(bool)].drop_duplicates("run_dir").set_index("run_dir")
     rows = []
     for number, group in enumerate(made_twice(runs), 1):
-        first = main.loc[group[0]]
+        first, first_weights = main.loc[group[0]], _weights_digest(group[0])
         for run_dir in group:
-            r, summary = main.loc[run_dir], summary_of(run_dir)
+            r, summary, weights = main.loc[run_dir], summary_of(run_dir), _weights_digest(run_dir)
             same = all(pd.isna(r[k]) and pd.isna(first[k]) or
                        round(float(r[k]), DECIMALS) == round(float(first[k]), DECIMALS) for k in FIGURES)
+            same_weights = None if weights is None or first_weights is None else weights == first_weights
             rows.append({"group": number, "config": f"{r['task']} {r['method']} r={r['rank']} seed={r['seed']}",
                          "run": str(Path(run_dir).relative_to(root)),
                          "commit": (summary.get("git_sha") or "?")[:7], "trained": trained_label(summary),
                          "metric": r["metric"], **{label: r[k] for k, label in FIGURES.items()},
-                         "same as the first": "first" if run_dir == group[0] else "yes" if same else "no"})
+                         "same as the first": _mark(run_dir == group[0], same),
+                         "same weights": _mark(run_dir == group[0], same_weights)})
     return pd.DataFrame(rows)
-
-
-def _precision(trained: str) -> str:
-    return trained.split(",")[0]
 
 
 def summary_lines(t: pd.DataFrame) -> list[str]:
     """Per group kind (same precision and machine, or not), how many groups agree to 4 decimals,
-    and the largest difference, in points."""
+    the largest difference in points, and how many have the same trained weights."""
     if not len(t):
         return ["No config was trained twice in these folders."]
     lines = []
@@ -94,9 +104,14 @@ def summary_lines(t: pd.DataFrame) -> list[str]:
         spread = max((float((g[label].max() - g[label].min()) * 100)
                       for g in groups for label in FIGURES.values() if g[label].notna().all()),
                      default=float("nan"))
-        lines.append(f"- {len(groups)} config(s) trained twice {kind}: {agree} agree to "
-                     f"{DECIMALS} decimals in all three figures; the largest difference is "
-                     f"{spread:.2f} points.")
+        line = (f"- {len(groups)} config(s) trained twice {kind}: {agree} agree to {DECIMALS} "
+                f"decimals in all three figures; the largest difference is {spread:.2f} points")
+        kept = [g for g in groups if (g["same weights"] != "—").all()]
+        if kept:
+            identical = sum((g["same weights"] != "no").all() for g in kept)
+            line += (f"; {identical} of the {len(kept)} with their trained weights kept have the "
+                     "same weights byte for byte")
+        lines.append(line + ".")
     return lines
 
 
@@ -105,10 +120,14 @@ def section(outputs: list[Path], commands: str) -> list[str]:
     t = pd.concat([table(collect([root]), root) for root in outputs], ignore_index=True)
     if not len(t):
         return lines + ["No config was trained twice in these folders. Commands:", "", commands, ""]
+    shown = t.astype(object).where(t.notna(), None)  # tabulate marks None as missing, not NaN
     return lines + [
         "Independent runs (another process, often another commit) of one resolved config, as a "
         "re-run sweep compares configs (`lora_exp/rerun.py`; how-to-run keys such as "
         "`trainer.checkpoint_every` and the run's name aside); a run copied into a second sweep "
-        "folder is one run. The main metric (not ×100) under each selection:", "",
-        *summary_lines(t), "", t.to_markdown(index=False, floatfmt=f".{DECIMALS}f", missingval="—"), "",
+        "folder is one run. A command gives a figure again to the bit at the precision and on the "
+        "kind of machine it was made at (`trainer.precision=auto` picks bf16 on a CPU with native "
+        "bf16); at another precision it is another run. The main metric (not ×100) under each "
+        "selection:", "",
+        *summary_lines(t), "", shown.to_markdown(index=False, floatfmt=f".{DECIMALS}f", missingval="—"), "",
         "Commands (the single run of one Table 2 job, beside the sweeps):", "", commands, ""]

@@ -7,6 +7,7 @@ import pandas as pd
 
 from analysis.collect import collect
 from analysis.reruns import made_twice, summary_lines, table
+from lora_exp.export import WEIGHTS
 from lora_exp.selection import summarize
 
 TASK = {"main_metric": "dev/accuracy", "eval_splits": ["dev"]}
@@ -43,31 +44,34 @@ def test_runs_of_one_config_are_grouped_and_compared(tmp_path):
     # another learning rate is another config
     run(tmp_path / "lr_grid", "0", dev=[0.70, 0.80], heldout=[0.6, 0.7], pid=3, lr=3e-3)
     # the same config trained in bf16 on a CPU with native bf16: other numbers
-    run(tmp_path / "table2_cpu_b", "0", dev=[0.72, 0.79], heldout=[0.7, 0.6], pid=4,
-        precision="bf16", run_name="table2_cpu")
+    b = run(tmp_path / "table2_cpu_b", "0", dev=[0.72, 0.79], heldout=[0.7, 0.6], pid=4,
+            precision="bf16", run_name="table2_cpu")
+    for d, weights in ((a, b"fp32 weights"), (tmp_path / "rank_mrpc" / "3", b"fp32 weights"), (b, b"bf16")):
+        (d / WEIGHTS).write_bytes(weights)
 
     groups = made_twice(collect([tmp_path]))
     assert [sorted(p.split("/")[-2] for p in g) for g in groups] == [["rank_mrpc", "table2_cpu_a", "table2_cpu_b"]]
 
     t = table(collect([tmp_path]), tmp_path).set_index("run")
     assert list(t["same as the first"]) == ["first", "yes", "no"]  # rank_mrpc/3 sorts first
+    assert list(t["same weights"]) == ["first", "yes", "no"]
     assert t.loc["table2_cpu_b/0", "paper selection"] == 0.79
     assert t.loc["table2_cpu_b/0", "held-out selection"] == 0.72  # dev where held-out was best
     assert t.loc["table2_cpu_b/0", "trained"] == "bf16, AMD EPYC avx512_bf16/amx"
 
 
 def test_the_summary_tells_same_precision_groups_from_mixed_ones():
+    fp32 = {"trained": "fp32, AMD EPYC", "paper selection": 0.80, "held-out selection": 0.70,
+            "last evaluation": 0.75}
     t = pd.DataFrame([
-        {"group": 1, "trained": "fp32, AMD EPYC", "paper selection": 0.80, "held-out selection": 0.70,
-         "last evaluation": 0.75, "same as the first": "first"},
-        {"group": 1, "trained": "fp32, AMD EPYC", "paper selection": 0.80, "held-out selection": 0.70,
-         "last evaluation": 0.75, "same as the first": "yes"},
-        {"group": 2, "trained": "fp32, AMD EPYC", "paper selection": 0.80, "held-out selection": 0.70,
-         "last evaluation": 0.75, "same as the first": "first"},
-        {"group": 2, "trained": "bf16", "paper selection": 0.81, "held-out selection": 0.67,
-         "last evaluation": 0.75, "same as the first": "no"}])
+        {"group": 1, **fp32, "same as the first": "first", "same weights": "first"},
+        {"group": 1, **fp32, "same as the first": "yes", "same weights": "yes"},
+        {"group": 2, **fp32, "same as the first": "first", "same weights": "first"},
+        {"group": 2, **fp32, "trained": "bf16", "paper selection": 0.81, "held-out selection": 0.67,
+         "same as the first": "no", "same weights": "—"}])
     same, mixed = summary_lines(t)
-    assert "1 config(s) trained twice at one precision on one kind of machine: 1 agree" in same
-    assert "the largest difference is 0.00 points" in same
-    assert "1 config(s) trained twice at two precisions or on two kinds of machine: 0 agree" in mixed
-    assert "the largest difference is 3.00 points" in mixed
+    assert same == ("- 1 config(s) trained twice at one precision on one kind of machine: 1 agree to 4 "
+                    "decimals in all three figures; the largest difference is 0.00 points; 1 of the 1 "
+                    "with their trained weights kept have the same weights byte for byte.")
+    assert mixed == ("- 1 config(s) trained twice at two precisions or on two kinds of machine: 0 agree "
+                     "to 4 decimals in all three figures; the largest difference is 3.00 points.")
