@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis import chance
 from analysis.paper_numbers import paper_table, row
+from analysis.provenance import summary_of
 from analysis.runs import kind_label
 
 TASKS = ["sst2", "mrpc", "cola", "rte", "stsb"]
@@ -45,9 +46,11 @@ def main_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def stats(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (row, task, protocol): median, min, max, n, and ``improving``: runs whose selected
-    evaluation was their last one (not converged). A protocol the runs did not record (no
-    held-out slice) has no entries."""
+    """Per (row, task, protocol): median, min, max, n, ``improving``: runs whose selected
+    evaluation was their last one (not converged), and the training ``precision`` of the runs
+    (``bf16``, ``fp32`` or ``bf16+fp32``). A protocol the runs did not record (no held-out slice)
+    has no entries."""
+    precision = {d: summary_of(d).get("precision", "?") for d in rows["run_dir"].unique()}
     out = []
     for protocol, (value_col, step_col) in PROTOCOLS.items():
         for (label, task), g in rows.groupby(["row", "task"], sort=True):
@@ -57,7 +60,8 @@ def stats(rows: pd.DataFrame) -> pd.DataFrame:
             out.append({"row": label, "task": task, "protocol": protocol, "metric": g["metric"].iloc[0],
                         "median": v.median(), "min": v.min(), "max": v.max(), "n": int(v.notna().sum()),
                         "improving": int((g[step_col] == g["final_step"]).sum()),
-                        "trainable": int(g["trainable"].iloc[0])})
+                        "trainable": int(g["trainable"].iloc[0]),
+                        "precision": "+".join(sorted({precision[d] for d in g["run_dir"]}))})
     return pd.DataFrame(out)
 
 
@@ -158,6 +162,26 @@ def verdict_lines(v: pd.DataFrame) -> list[str]:
                          + (f"; not testable on {untestable}" if untestable else ""))
         lines.append(f"- **{claim}**: " + "; ".join(parts) + ".")
     return lines
+
+
+def mixed_precision(st: pd.DataFrame) -> str | None:
+    """The verdicts' comparisons whose two rows trained at different precisions, or None: a
+    difference between them is the methods' and the precision's together (the runs made twice
+    on the page measure the precision's part)."""
+    sub = st[st["protocol"] == "paper"].set_index(["task", "row"])
+    pairs = []
+    for task in TASKS:
+        if (task, LORA) not in sub.index:
+            continue
+        mine = sub.loc[(task, LORA), "precision"]
+        others: dict[str, list[str]] = {}
+        for other in BASELINES:
+            if (task, other) in sub.index and sub.loc[(task, other), "precision"] != mine:
+                others.setdefault(sub.loc[(task, other), "precision"], []).append(other)
+        if others:
+            pairs.append(f"{task}: LoRA {mine}, " + ", ".join(
+                f"{', '.join(rows)} {p}" for p, rows in sorted(others.items())))
+    return "; ".join(pairs) or None
 
 
 def _order(label: str) -> tuple:

@@ -73,6 +73,21 @@ def test_table2_section_tables_marks_and_verdicts(sweeps, tmp_path_factory):
     assert (out / "table2_curves.png").is_file()
 
 
+def test_rows_compared_across_precisions_are_named(sweeps, tmp_path_factory):
+    page = write_page([sweeps], tmp_path_factory.mktemp("same")).read_text()
+    assert "Rows trained at different precisions" not in page  # every fixture run is bf16
+    for seed in range(3):  # AdapterL trained in fp32 on MRPC, and at both precisions on RTE
+        fake_run(sweeps / "table2_cpu", f"adapter_l_mrpc_{seed}", method="adapter_l", rank=16,
+                 task="mrpc", seed=seed, dev=[0.7, 0.8], heldout=[0.6, 0.7], precision="fp32")
+        fake_run(sweeps / "table2_cpu", f"adapter_l_rte_{seed}", method="adapter_l", rank=16,
+                 task="rte", seed=seed, dev=[0.5, 0.6], heldout=[0.6, 0.7],
+                 precision="bf16" if seed else "fp32")
+    page = write_page([sweeps], tmp_path_factory.mktemp("mixed")).read_text()
+    assert ("- **Rows trained at different precisions** (their difference is the methods' and the "
+            "precision's together; [runs made twice](#reruns)): mrpc: LoRA bf16, adapter_l r=16 "
+            "fp32; rte: LoRA bf16, adapter_l r=16 bf16+fp32.") in page
+
+
 def test_the_paper_column_is_the_papers_table_2(sweeps, tmp_path_factory):
     # transcribed from the paper (Table 2, RoBERTa-base LoRA and FT*; RoBERTa-large AdptH† 6.0M)
     table = paper_table("table2")
