@@ -173,8 +173,8 @@ def table2_section(outputs: list[Path], out: Path) -> Section:
     v = table2.verdicts(st, levels)
     v.to_csv(out / "table2_verdicts.csv", index=False)
     mixed = table2.mixed_precision(st)
-    mixed = [f"- **Rows trained at different precisions** (their difference is the methods' and the "
-             f"precision's together; [runs made twice](#reruns)): {mixed}."] if mixed else []
+    mixed_line = [f"- **Rows trained at different precisions** (their difference is the methods' "
+                  f"and the precision's together; [runs made twice](#reruns)): {mixed}."] if mixed else []
     chance_line = ", ".join(f"{t} {100 * lv:.1f} ± {100 * band:.1f}" for t, (lv, band) in
                             sorted(levels.items(), key=lambda kv: table2.TASKS.index(kv[0])))
     return lines + [
@@ -190,7 +190,7 @@ def table2_section(outputs: list[Path], out: Path) -> Section:
         f"Chance level per task (what a constant prediction scores on dev, ± two standard errors; "
         f"analysis/chance.py): {chance_line}. A comparison of two rows both within it is not "
         "testable.", "", "Verdicts (seed spread; analysis/table2.py):", "",
-        *table2.verdict_lines(v), *mixed, "", "Learning curves (dev main metric per epoch, median over seeds, "
+        *table2.verdict_lines(v), *mixed_line, "", "Learning curves (dev main metric per epoch, median over seeds, "
         f"seed range shaded): ![curves]({out.name}/table2_curves.png)", "", "Commands:", "",
         TABLE2_COMMANDS, ""], claims.from_table2(v)
 
