@@ -181,10 +181,20 @@ def train(cfg, out_dir: Path) -> dict:
     ddp_model = dist.wrap(model, device)
     steps = TrainingSteps.from_cfg(ddp_model, tcfg)  # trainer.compile: compiled, eager fallback
 
+    def checkpoint() -> None:
+        if dist.is_main():
+            state.wall_s = before_resume_s + time.time() - started
+            resume.save_state(out_dir, model, run.trained, opt, sched, scaler, state)
+
+    def evaluate_and_keep() -> None:
+        evaluate(model, state)
+        if plan.checkpoints_at(state.step):
+            checkpoint()  # again, now holding this evaluation: a later kill does not repeat it
+
     # The loop: one optimizer step per accumulation group, evaluations and checkpoints by plan.
     model.train()
     if state.step and plan.evaluates_at(state.step) and not state.evaluated():
-        evaluate(model, state)  # resumed from the checkpoint written before this step's evaluation
+        evaluate_and_keep()  # resumed from the checkpoint written before this step's evaluation
     bar = progress_bar(cfg, plan.total, state.step)
     while state.step < plan.total:
         batches = sampler.batches(state.epoch)
@@ -198,11 +208,10 @@ def train(cfg, out_dir: Path) -> dict:
             bar.update(1)
             # The checkpoint goes first: a kill during a long evaluation (an NLG run's decoding of
             # the test set) then resumes at this step and evaluates, instead of re-training.
-            if plan.checkpoints_at(state.step) and dist.is_main():
-                state.wall_s = before_resume_s + time.time() - started
-                resume.save_state(out_dir, model, run.trained, opt, sched, scaler, state)
+            if plan.checkpoints_at(state.step):
+                checkpoint()
             if plan.evaluates_at(state.step):
-                evaluate(model, state)
+                evaluate_and_keep()
         if state.pos >= len(batches):
             state.epoch, state.pos = state.epoch + 1, 0
     bar.close()

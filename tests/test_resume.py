@@ -152,3 +152,41 @@ def test_a_kill_during_an_evaluation_resumes_at_its_step(make_cfg, tmp_path, dat
     assert (tmp_path / "plain" / "metrics.jsonl").read_text() == \
         (tmp_path / "killed" / "metrics.jsonl").read_text()
     assert [r["step"] for r in map(json.loads, (tmp_path / "plain" / "metrics.jsonl").open())] == [4, 8, 12]
+
+
+def test_an_evaluation_done_before_a_kill_is_not_repeated(make_cfg, tmp_path, data_dir, monkeypatch):
+    """At a step that both checkpoints and evaluates, the checkpoint is written again after the
+    evaluation: a run killed later (here while evaluating step 12, with step 8 its last
+    checkpoint) resumes with step 8's evaluation kept, evaluates only step 12, and ends as the
+    uninterrupted run. An NLG evaluation of the whole test set takes as long as hundreds of steps."""
+    import lora_exp.trainer as trainer_mod
+    from lora_exp.resume import FILE
+    from safetensors import safe_open
+
+    base = ["model=tiny_bert", "trainer=smoke", "trainer.max_steps=12", "trainer.eval_every=4",
+            "trainer.checkpoint_every=8", "method.dropout=0.1", f"data_dir={data_dir}"]
+    trainer_mod.run(make_cfg(base), tmp_path / "plain")
+
+    real, evaluated = trainer_mod.Evaluator, []
+
+    class KilledAtStep12(real):
+        def __call__(self, model, state):
+            evaluated.append(state.step)
+            if state.step == 12 and len(evaluated) == 3:
+                raise KeyboardInterrupt("killed while evaluating")
+            return super().__call__(model, state)
+
+    monkeypatch.setattr(trainer_mod, "Evaluator", KilledAtStep12)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.run(make_cfg(base), tmp_path / "killed")
+    with safe_open(str(tmp_path / "killed" / FILE), framework="pt") as f:
+        saved = json.loads(f.metadata()["lora_exp"])["state"]
+    assert saved["step"] == 8 and [r["step"] for r in saved["history"]] == [4, 8]
+    assert saved["n_loss"] == 0  # the state after the evaluation, as the loop continues from it
+    trainer_mod.run(make_cfg(base + ["resume=true"]), tmp_path / "killed")
+    assert evaluated == [4, 8, 12, 12]  # step 8 is not evaluated again
+    assert (tmp_path / "plain" / "metrics.jsonl").read_text() == \
+        (tmp_path / "killed" / "metrics.jsonl").read_text()
+    plain = load_file(str(tmp_path / "plain" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "killed" / "adapter_model.safetensors"))
+    assert plain.keys() == resumed.keys() and all(torch.equal(plain[k], resumed[k]) for k in plain)
