@@ -117,31 +117,39 @@ def test_checkpoints_leave_the_training_as_it_is(make_cfg, tmp_path, data_dir):
         (tmp_path / "checkpointed" / "metrics.jsonl").read_text()
 
 
+def _killed_while_evaluating(monkeypatch, trainer_mod, cfg, run_dir: Path, step: int,
+                             evaluated: list[int]) -> dict:
+    """Run ``cfg`` and kill it the first time it evaluates ``step``; return the state its checkpoint
+    holds. Every evaluation begun, in this run and in later ones, is appended to ``evaluated``."""
+    from lora_exp.resume import FILE
+    from safetensors import safe_open
+
+    class Killed(trainer_mod.Evaluator):
+        def __call__(self, model, state):
+            evaluated.append(state.step)
+            if state.step == step and evaluated.count(step) == 1:
+                raise KeyboardInterrupt("killed while evaluating")
+            return super().__call__(model, state)
+
+    monkeypatch.setattr(trainer_mod, "Evaluator", Killed)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.run(cfg, run_dir)
+    with safe_open(str(run_dir / FILE), framework="pt") as f:
+        return json.loads(f.metadata()["lora_exp"])["state"]
+
+
 def test_a_kill_during_an_evaluation_resumes_at_its_step(make_cfg, tmp_path, data_dir, monkeypatch):
     """The checkpoint of an evaluation step is written before the evaluation: a run killed while
     it evaluates (an NLG run decoding its test set) resumes there, evaluates, and ends as the
     uninterrupted run, without training the steps since the previous checkpoint again."""
     import lora_exp.trainer as trainer_mod
-    from lora_exp.resume import FILE
-    from safetensors import safe_open
 
     base = ["model=tiny_bert", "trainer=smoke", "trainer.max_steps=12", "trainer.eval_every=4",
             "trainer.checkpoint_every=4", "method.dropout=0.1", f"data_dir={data_dir}"]
     trainer_mod.run(make_cfg(base), tmp_path / "plain")
 
     real = trainer_mod.Evaluator
-
-    class KilledAtStep8(real):
-        def __call__(self, model, state):
-            if state.step == 8:
-                raise KeyboardInterrupt("killed while evaluating")
-            return super().__call__(model, state)
-
-    monkeypatch.setattr(trainer_mod, "Evaluator", KilledAtStep8)
-    with pytest.raises(KeyboardInterrupt):
-        trainer_mod.run(make_cfg(base), tmp_path / "killed")
-    with safe_open(str(tmp_path / "killed" / FILE), framework="pt") as f:
-        saved = json.loads(f.metadata()["lora_exp"])["state"]
+    saved = _killed_while_evaluating(monkeypatch, trainer_mod, make_cfg(base), tmp_path / "killed", 8, [])
     assert saved["step"] == 8 and saved["wall_s"] > 0
     monkeypatch.setattr(trainer_mod, "Evaluator", real)
     resumed = trainer_mod.run(make_cfg(base + ["resume=true"]), tmp_path / "killed")
@@ -160,27 +168,14 @@ def test_an_evaluation_done_before_a_kill_is_not_repeated(make_cfg, tmp_path, da
     checkpoint) resumes with step 8's evaluation kept, evaluates only step 12, and ends as the
     uninterrupted run. An NLG evaluation of the whole test set takes as long as hundreds of steps."""
     import lora_exp.trainer as trainer_mod
-    from lora_exp.resume import FILE
-    from safetensors import safe_open
 
     base = ["model=tiny_bert", "trainer=smoke", "trainer.max_steps=12", "trainer.eval_every=4",
             "trainer.checkpoint_every=8", "method.dropout=0.1", f"data_dir={data_dir}"]
     trainer_mod.run(make_cfg(base), tmp_path / "plain")
 
-    real, evaluated = trainer_mod.Evaluator, []
-
-    class KilledAtStep12(real):
-        def __call__(self, model, state):
-            evaluated.append(state.step)
-            if state.step == 12 and len(evaluated) == 3:
-                raise KeyboardInterrupt("killed while evaluating")
-            return super().__call__(model, state)
-
-    monkeypatch.setattr(trainer_mod, "Evaluator", KilledAtStep12)
-    with pytest.raises(KeyboardInterrupt):
-        trainer_mod.run(make_cfg(base), tmp_path / "killed")
-    with safe_open(str(tmp_path / "killed" / FILE), framework="pt") as f:
-        saved = json.loads(f.metadata()["lora_exp"])["state"]
+    evaluated = []
+    saved = _killed_while_evaluating(monkeypatch, trainer_mod, make_cfg(base), tmp_path / "killed", 12,
+                                     evaluated)
     assert saved["step"] == 8 and [r["step"] for r in saved["history"]] == [4, 8]
     assert saved["n_loss"] == 0  # the state after the evaluation, as the loop continues from it
     trainer_mod.run(make_cfg(base + ["resume=true"]), tmp_path / "killed")
