@@ -66,52 +66,75 @@ def _mark(is_first: bool, same: bool | None) -> str:
     return "first" if is_first else "—" if same is None else "yes" if same else "no"
 
 
+def _same_setting(a: dict, b: dict) -> bool:
+    """Trained at one precision on one kind of machine; a run made before summaries recorded the
+    machine matches any machine at its precision."""
+    kind = ("cpu", "native_bf16")  # what trained_label names
+    ma, mb = a.get("machine"), b.get("machine")
+    return a.get("precision") == b.get("precision") and (
+        not ma or not mb or all(ma.get(k) == mb.get(k) for k in kind))
+
+
+def _figures_equal(a: pd.Series, b: pd.Series) -> bool:
+    return all(pd.isna(a[k]) and pd.isna(b[k]) or
+               round(float(a[k]), DECIMALS) == round(float(b[k]), DECIMALS) for k in FIGURES)
+
+
 def table(runs: pd.DataFrame, root: Path) -> pd.DataFrame:
     """One row per run of each group made twice: where and how it ran, its main metric under each
-    selection, whether every figure equals the group's first run's to :data:`DECIMALS`, and
-    whether its saved trained weights are the first's byte for byte (— where either has none);
-    runs are named by their folder under ``root``."""
+    selection, and whether every figure equals to :data:`DECIMALS`, and its saved trained weights
+    byte for byte (— where either has none), those of the group's first run made at its precision
+    on its kind of machine (``reference``: what a command promises to give again); runs are named
+    by their folder under ``root``."""
     main = runs[runs["is_main"].fillna(False).astype(bool)].drop_duplicates("run_dir").set_index("run_dir")
     rows = []
     for number, group in enumerate(made_twice(runs), 1):
-        first, first_weights = main.loc[group[0]], _weights_digest(group[0])
+        summaries = {run_dir: summary_of(run_dir) for run_dir in group}
         for run_dir in group:
-            r, summary, weights = main.loc[run_dir], summary_of(run_dir), _weights_digest(run_dir)
-            same = all(pd.isna(r[k]) and pd.isna(first[k]) or
-                       round(float(r[k]), DECIMALS) == round(float(first[k]), DECIMALS) for k in FIGURES)
-            same_weights = None if weights is None or first_weights is None else weights == first_weights
+            ref = next(d for d in group if _same_setting(summaries[d], summaries[run_dir]))
+            r, weights, ref_weights = main.loc[run_dir], _weights_digest(run_dir), _weights_digest(ref)
+            same_weights = None if weights is None or ref_weights is None else weights == ref_weights
             rows.append({"group": number, "config": f"{r['task']} {r['method']} r={r['rank']} seed={r['seed']}",
                          "run": str(Path(run_dir).relative_to(root)),
-                         "commit": (summary.get("git_sha") or "?")[:7], "trained": trained_label(summary),
+                         "commit": (summaries[run_dir].get("git_sha") or "?")[:7],
+                         "trained": trained_label(summaries[run_dir]),
                          "metric": r["metric"], **{label: r[k] for k, label in FIGURES.items()},
-                         "same as the first": _mark(run_dir == group[0], same),
-                         "same weights": _mark(run_dir == group[0], same_weights)})
+                         "same as the first": _mark(run_dir == ref, _figures_equal(r, main.loc[ref])),
+                         "same weights": _mark(run_dir == ref, same_weights),
+                         "reference": str(Path(ref).relative_to(root))})
     return pd.DataFrame(rows)
 
 
+def _spread(rows: pd.DataFrame) -> float:
+    """The largest difference between two of ``rows`` in one figure, in points."""
+    return max((float((rows[label].max() - rows[label].min()) * 100)
+                for label in FIGURES.values() if rows[label].notna().all()), default=float("nan"))
+
+
 def summary_lines(t: pd.DataFrame) -> list[str]:
-    """Per group kind (same precision and machine, or not), how many groups agree to 4 decimals,
-    the largest difference in points, and how many have the same trained weights."""
+    """How many configs trained twice at one precision on one kind of machine agree to 4
+    decimals (and have the same trained weights), and how far apart the runs of a config trained
+    at two precisions or on two kinds of machine are."""
     if not len(t):
         return ["No config was trained twice in these folders."]
     lines = []
-    for same_setting, kind in ((True, "at one precision on one kind of machine"),
-                               (False, "at two precisions or on two kinds of machine")):
-        groups = [g for _, g in t.groupby("group") if (g["trained"].nunique() == 1) == same_setting]
-        if not groups:
-            continue
-        agree = sum((g["same as the first"] != "no").all() for g in groups)
-        spread = max((float((g[label].max() - g[label].min()) * 100)
-                      for g in groups for label in FIGURES.values() if g[label].notna().all()),
-                     default=float("nan"))
-        line = (f"- {len(groups)} config(s) trained twice {kind}: {agree} agree to {DECIMALS} "
-                f"decimals in all three figures; the largest difference is {spread:.2f} points")
-        kept = [g for g in groups if (g["same weights"] != "—").all()]
+    same = [g for _, g in t.groupby(["group", "reference"]) if len(g) > 1]
+    if same:
+        agree = sum((g["same as the first"] != "no").all() for g in same)
+        line = (f"- {len(same)} config(s) trained twice at one precision on one kind of machine: "
+                f"{agree} agree to {DECIMALS} decimals in all three figures; the largest difference "
+                f"is {max(map(_spread, same)):.2f} points")
+        kept = [g for g in same if (g["same weights"] != "—").all()]
         if kept:
             identical = sum((g["same weights"] != "no").all() for g in kept)
             line += (f"; {identical} of the {len(kept)} with their trained weights kept have the "
                      "same weights byte for byte")
         lines.append(line + ".")
+    across = [g for _, g in t.groupby("group") if g["reference"].nunique() > 1]
+    if across:
+        lines.append(f"- {len(across)} config(s) trained at two precisions or on two kinds of "
+                     f"machine: the largest difference between their runs is "
+                     f"{max(map(_spread, across)):.2f} points.")
     return lines
 
 
@@ -120,14 +143,17 @@ def section(outputs: list[Path], commands: str) -> list[str]:
     t = pd.concat([table(collect([root]), root) for root in outputs], ignore_index=True)
     if not len(t):
         return lines + ["No config was trained twice in these folders. Commands:", "", commands, ""]
-    shown = t.astype(object).where(t.notna(), None)  # tabulate marks None as missing, not NaN
+    shown = t.drop(columns="reference")
+    shown = shown.astype(object).where(shown.notna(), None)  # tabulate marks None as missing, not NaN
     return lines + [
         "Independent runs (another process, often another commit) of one resolved config, as a "
         "re-run sweep compares configs (`lora_exp/rerun.py`; how-to-run keys such as "
         "`trainer.checkpoint_every` and the run's name aside); a run copied into a second sweep "
         "folder is one run. A command gives a figure again to the bit at the precision and on the "
         "kind of machine it was made at (`trainer.precision=auto` picks bf16 on a CPU with native "
-        "bf16); at another precision it is another run. The main metric (not ×100) under each "
+        "bf16); at another precision it is another run. Each run is compared with the first of its "
+        "group made at its precision on its kind of machine (a run made before summaries recorded "
+        "the machine counts as made on any kind). The main metric (not ×100) under each "
         "selection:", "",
         *summary_lines(t), "", shown.to_markdown(index=False, floatfmt=f".{DECIMALS}f", missingval="—"), "",
         "Commands (the single run of one Table 2 job, beside the sweeps):", "", commands, ""]

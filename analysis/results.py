@@ -102,6 +102,10 @@ RERUNS_COMMANDS = """```bash
 # Table 2's LoRA on MRPC, seed 0, as one run instead of a sweep job, into a folder of its own
 OMP_NUM_THREADS=1 python run.py experiment=table2_cpu method=lora task=mrpc seed=0 \\
     hydra.run.dir=docs/generated/sweeps/reruns/table2_cpu_lora_mrpc_s0
+# the same command on a CPU with native bf16, where trainer.precision=auto trains in bf16 as the
+# table's run did: into a folder of its own
+OMP_NUM_THREADS=1 python run.py experiment=table2_cpu method=lora task=mrpc seed=0 \\
+    hydra.run.dir=docs/generated/sweeps/reruns/table2_cpu_lora_mrpc_s0_bf16
 ```"""
 SECTION7_COMMANDS = """```bash
 # a rank sweep above, with its r=8 and r=64 adapters (the converged MRPC one: rank_mrpc), then
