@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     if sweeping:  # a re-run sweep skips finished jobs and resumes interrupted ones
         action, previous = rerun_job(cfg, out_dir, hydra_cfg.sweep.dir)
-        if action == rerun.CONFLICT:  # left as it is; the sweep exits 1 at its end
+        if action in rerun.NOT_RUN:  # left as it is; the sweep exits 1 at its end
             return None
         if previous is not None:
             return report(previous, out_dir)
@@ -55,8 +55,8 @@ def rerun_job(cfg: DictConfig, out_dir: str, sweep_dir: str) -> tuple[str, dict 
         return rerun.RUN, None
     action, reason = rerun.decide(Path(out_dir), resolved)
     rerun.record(Path(sweep_dir), Path(out_dir), action, reason)
-    rerun.restore_hydra_files(Path(out_dir), keep=action in (rerun.SKIP, rerun.CONFLICT))
-    if action == rerun.CONFLICT:
+    rerun.restore_hydra_files(Path(out_dir), keep=action in (rerun.SKIP, *rerun.NOT_RUN))
+    if action in rerun.NOT_RUN:
         log.error("sweep job %s: not run: %s", Path(out_dir).name, reason)
         print(f"error: sweep job {Path(out_dir).name} not run: {reason}", file=sys.stderr)
         return action, None

@@ -10,7 +10,11 @@ killed session) must not redo finished work. Each job looks at its directory fir
   an interrupted one without a checkpoint, or an unfinished one made under another config;
 * ``conflict``: its directory holds a finished (``ok``) run made under another config, as when
   another grid is swept into the same directory and job numbers name other jobs. The job does
-  not run, so that run is not overwritten, and the sweep exits 1 at its end.
+  not run, so that run is not overwritten, and the sweep exits 1 at its end;
+* ``busy``: its run is still going, in a live process on this machine (a second sweep command
+  into the same directory, or a single run into the job's folder): two processes writing one
+  folder would interleave their checkpoints and files. The job does not run, and the sweep exits 1
+  at its end; re-running it once that process has finished skips or resumes the job.
 
 Each job appends its decision to ``<sweep dir>/sweep_actions.jsonl``; the multirun callback
 (:mod:`lora_exp.hydra_callbacks`) prints the counts at the end.
@@ -23,13 +27,16 @@ callback keeps a copy of every finished run's ``.hydra/`` before the jobs start
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
 from lora_exp.resume import FILE as CHECKPOINT_FILE
 
-SKIP, RESUME, RUN, CONFLICT = "skip", "resume", "run", "conflict"
+SKIP, RESUME, RUN, CONFLICT, BUSY = "skip", "resume", "run", "conflict", "busy"
+NOT_RUN = (CONFLICT, BUSY)  # actions that leave the folder as it is and fail the sweep
 ACTIONS_FILE = "sweep_actions.jsonl"
 # Keys that say how to run, not what: a job resumed with resume=true is still the same job, and
 # checkpoints leave the training as it is (tests/test_resume.py), so a sweep can add them to
@@ -68,6 +75,23 @@ def _at(config, dotted: str):
     return config
 
 
+def running_here(summary: dict) -> bool:
+    """The run of this ``summary.json`` is still going: its status is ``running`` and its process
+    (``pid`` on ``host``) is alive on this machine. A run that did not record its host (made
+    before summaries did), or one on another machine, is taken as interrupted."""
+    pid = summary.get("pid")
+    if summary.get("status") != "running" or summary.get("host") != socket.gethostname() \
+            or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 def decide(run_dir: Path, resolved: dict) -> tuple[str, str]:
     """(action, reason) for a sweep job about to run in ``run_dir`` with config ``resolved``."""
     path = Path(run_dir) / "summary.json"
@@ -77,6 +101,10 @@ def decide(run_dir: Path, resolved: dict) -> tuple[str, str]:
         summary = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return RUN, "its summary.json is unreadable"
+    if running_here(summary):
+        return BUSY, (f"{run_dir} is being written by a run still going (process {summary['pid']} "
+                      "on this machine); running would interleave two runs' files in one folder: "
+                      "re-run the sweep once it has finished")
     old = summary.get("config") or {}
     differs = first_difference(old, resolved)
     status = summary.get("status")
@@ -112,15 +140,16 @@ def actions_since(sweep_dir: Path, start: float) -> list[dict]:
 
 
 def keep_hydra_files(sweep_dir: Path) -> None:
-    """Before a sweep's jobs start: copy each finished run's ``.hydra/`` to ``.hydra_kept/``. A
-    copy left by an invocation that was killed is the original, and stays."""
+    """Before a sweep's jobs start: copy the ``.hydra/`` of each finished run, and of each run
+    still going (:func:`running_here`), to ``.hydra_kept/``. A copy left by an invocation that was
+    killed is the original, and stays."""
     for summary in Path(sweep_dir).glob("*/summary.json"):
         run_dir = summary.parent
         try:
-            ok = json.loads(summary.read_text()).get("status") == "ok"
+            data = json.loads(summary.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if ok and (run_dir / ".hydra").is_dir() and not (run_dir / KEPT_HYDRA).exists():
+        if (data.get("status") == "ok" or running_here(data)) and (run_dir / ".hydra").is_dir() and not (run_dir / KEPT_HYDRA).exists():
             shutil.copytree(run_dir / ".hydra", run_dir / KEPT_HYDRA)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -246,7 +247,8 @@ def run(cfg, out_dir: Path) -> dict:
         raise ConfigError("config", str(e).splitlines()[0], None, "could not be resolved") from None
     summary = {"status": "running", "task": cfg.task.name, "model": cfg.model.name,
                "method": cfg.method.get("label") or cfg.method.name, "rank": cfg.rank, "seed": cfg.seed,
-               "git_sha": git_sha(), "pid": os.getpid(), "started_at": time.time(),
+               "git_sha": git_sha(), "pid": os.getpid(), "host": socket.gethostname(),
+               "started_at": time.time(),
                "machine": machine(), "config": resolved}
     if main:
         write_json(out_dir / "summary.json", summary)

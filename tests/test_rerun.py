@@ -3,10 +3,13 @@ checkpoint resume, the rest run again (lora_exp/rerun.py)."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from lora_exp import rerun
 
@@ -14,9 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
-def _write(run_dir: Path, status: str, config: dict, checkpoint: bool = False) -> None:
+def _write(run_dir: Path, status: str, config: dict, checkpoint: bool = False, **fields) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps({"status": status, "config": config}))
+    (run_dir / "summary.json").write_text(json.dumps({"status": status, "config": config, **fields}))
     if checkpoint:
         (run_dir / rerun.CHECKPOINT_FILE).parent.mkdir(parents=True)
         (run_dir / rerun.CHECKPOINT_FILE).write_bytes(b"")
@@ -56,6 +59,38 @@ def test_an_option_added_later_at_its_old_behaviour_is_the_same_config(tmp_path)
     # any other key a run lacks still makes it another config's
     other = {"task": {"decoding": {"greedy": True, "num_beams": 10}}}
     assert rerun.decide(tmp_path / "ok", other)[0] == rerun.CONFLICT
+
+
+@pytest.fixture
+def live_pid():
+    """The pid of a process alive for the test (standing in for a run still going)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_a_run_still_going_is_not_run_twice_into_its_folder(tmp_path, live_pid):
+    cfg = {"rank": 4, "trainer": {"lr": 0.001}}
+    here = socket.gethostname()
+    _write(tmp_path / "going", "running", cfg, checkpoint=True, pid=live_pid, host=here)
+    action, reason = rerun.decide(tmp_path / "going", cfg)
+    assert action == rerun.BUSY and f"process {live_pid} on this machine" in reason
+    # whatever config the other process runs: its folder is not written by a second one
+    assert rerun.decide(tmp_path / "going", {**cfg, "rank": 8})[0] == rerun.BUSY
+    # its process gone: interrupted, resumed from its checkpoint
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    _write(tmp_path / "killed", "running", cfg, checkpoint=True, pid=int(dead), host=here)
+    assert rerun.decide(tmp_path / "killed", cfg)[0] == rerun.RESUME
+    # a pid on another machine, or a run that recorded no host, says nothing about this machine
+    _write(tmp_path / "elsewhere", "running", cfg, checkpoint=True, pid=live_pid, host=here + "-other")
+    assert rerun.decide(tmp_path / "elsewhere", cfg)[0] == rerun.RESUME
+    _write(tmp_path / "old", "running", cfg, checkpoint=True, pid=live_pid)
+    assert rerun.decide(tmp_path / "old", cfg)[0] == rerun.RESUME
+    # a finished run's process may live on (a sweep's later jobs): it is skipped as usual
+    _write(tmp_path / "done", "ok", cfg, pid=live_pid, host=here)
+    assert rerun.decide(tmp_path / "done", cfg)[0] == rerun.SKIP
 
 
 def _sweep(sweep_dir: Path, data_dir: Path) -> list[str]:
@@ -119,3 +154,25 @@ def test_a_sweep_does_not_overwrite_another_configs_finished_run(tmp_path, data_
     assert (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_bytes() == overrides
     assert (sweep_dir / "0" / ".hydra" / "config.yaml").read_bytes() == hydra_config
     assert not (sweep_dir / "0" / rerun.KEPT_HYDRA).exists()
+
+
+def test_a_sweep_leaves_a_job_another_process_is_running(tmp_path, data_dir, live_pid):
+    """A second sweep command (or a single run) into the job's folder is still writing it: the
+    sweep does not run the job, runs the others, and exits 1 saying so."""
+    sweep_dir = tmp_path / "sweep"
+    command = [a.replace("rank=1,2,4,8", "rank=1,2") for a in _sweep(sweep_dir, data_dir)]
+    going = sweep_dir / "0"
+    _write(going, "running", {"rank": 1}, pid=live_pid, host=socket.gethostname())
+    (going / ".hydra").mkdir()
+    (going / ".hydra" / "overrides.yaml").write_text("- the other process's overrides\n")
+    summary = (going / "summary.json").read_bytes()
+
+    again = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1
+    assert "sweep job 0 not run" in again.stderr and f"process {live_pid}" in again.stderr
+    assert "skipped 0 (ok under the same config), resumed 0, ran 1, not run 1 (still running in " \
+           "another process)" in again.stdout
+    assert "job failed" not in again.stderr  # it is not failed: it is someone else's, still going
+    assert (going / "summary.json").read_bytes() == summary
+    assert (going / ".hydra" / "overrides.yaml").read_text() == "- the other process's overrides\n"
+    assert _statuses(sweep_dir) == {"0": "running", "1": "ok"}
