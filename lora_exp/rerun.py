@@ -75,10 +75,23 @@ def _at(config, dotted: str):
     return config
 
 
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time), from Linux's /proc; None where that is not
+    readable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in clock ticks
+    except (OSError, IndexError, StopIteration, ValueError):
+        return None
+
+
 def running_here(summary: dict) -> bool:
     """The run of this ``summary.json`` is still going: its status is ``running`` and its process
     (``pid`` on ``host``) is alive on this machine. A run that did not record its host (made
-    before summaries did), or one on another machine, is taken as interrupted."""
+    before summaries did), or one on another machine, is taken as interrupted; so is one whose
+    pid now names a process started after the run did (the pid was reused)."""
     pid = summary.get("pid")
     if summary.get("status") != "running" or summary.get("host") != socket.gethostname() \
             or not isinstance(pid, int) or pid == os.getpid():
@@ -88,8 +101,10 @@ def running_here(summary: dict) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
-        return True
-    return True
+        pass
+    started, run_started = _process_start(pid), summary.get("started_at")
+    # the run's clock starts after its process did; 2 s covers /proc's whole-second boot time
+    return started is None or run_started is None or started <= run_started + 2.0
 
 
 def decide(run_dir: Path, resolved: dict) -> tuple[str, str]:

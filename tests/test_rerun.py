@@ -88,6 +88,13 @@ def test_a_run_still_going_is_not_run_twice_into_its_folder(tmp_path, live_pid):
     assert rerun.decide(tmp_path / "elsewhere", cfg)[0] == rerun.RESUME
     _write(tmp_path / "old", "running", cfg, checkpoint=True, pid=live_pid)
     assert rerun.decide(tmp_path / "old", cfg)[0] == rerun.RESUME
+    # the run started before its pid's process did: the pid was reused, the run was interrupted
+    _write(tmp_path / "reused", "running", cfg, checkpoint=True, pid=live_pid, host=here,
+           started_at=time.time() - 3600)
+    assert rerun.decide(tmp_path / "reused", cfg)[0] == rerun.RESUME
+    _write(tmp_path / "going_since", "running", cfg, checkpoint=True, pid=live_pid, host=here,
+           started_at=time.time())
+    assert rerun.decide(tmp_path / "going_since", cfg)[0] == rerun.BUSY
     # a finished run's process may live on (a sweep's later jobs): it is skipped as usual
     _write(tmp_path / "done", "ok", cfg, pid=live_pid, host=here)
     assert rerun.decide(tmp_path / "done", cfg)[0] == rerun.SKIP
