@@ -82,10 +82,10 @@ def _figures_equal(a: pd.Series, b: pd.Series) -> bool:
 
 def table(runs: pd.DataFrame, root: Path) -> pd.DataFrame:
     """One row per run of each group made twice: where and how it ran, its main metric under each
-    selection, and whether every figure equals to :data:`DECIMALS`, and its saved trained weights
-    byte for byte (— where either has none), those of the group's first run made at its precision
-    on its kind of machine (``reference``: what a command promises to give again); runs are named
-    by their folder under ``root``."""
+    selection, and whether its figures (to :data:`DECIMALS`) and its saved trained weights (byte
+    for byte; — where either has none) equal those of its ``reference``: the group's first run
+    made at its precision on its kind of machine, which is what a command promises to give again.
+    Runs are named by their folder under ``root``."""
     main = runs[runs["is_main"].fillna(False).astype(bool)].drop_duplicates("run_dir").set_index("run_dir")
     rows = []
     for number, group in enumerate(made_twice(runs), 1):
