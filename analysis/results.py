@@ -5,7 +5,8 @@ directories under OUTPUTS.
 OUTPUTS is read by folder name (the layout the documented commands write,
 ``docs/generated/sweeps/<name>``):
 
-* ``table2_cpu*``: the CPU Table 2 runs (``experiment=table2_cpu``);
+* ``table2_cpu*``: the CPU Table 2 runs (``experiment=table2_cpu``); ``longer_*``: some of its
+  rows trained again with more epochs (:mod:`analysis.longer`);
 * ``lr_grid_cpu``: the learning-rate grid that chose each Table 2 row's rate;
 * ``rank_*``: LoRA rank sweeps (Table 6), ``weight_types_*``: weight types at a matched budget
   (Table 5), any tasks; §7 runs on the r=8 / r=64 runs of the first ``rank_*`` folder that has
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import claims, forgetting, measured, reruns, spectrum, table2, table3, tables56
+from analysis import claims, forgetting, longer, measured, reruns, spectrum, table2, table3, tables56
 from analysis.report import CLAIMS as SECTION7_CLAIMS
 from analysis.report import build as build_report
 from analysis.report import pick_runs
@@ -64,6 +65,16 @@ OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora,adapter_h,a
 OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=adapter_h rank=64 hydra.sweep.dir=$S/table2_cpu_adapter_h_r64
 OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=full_ft,bitfit,prefix_layer hydra.sweep.dir=$S/table2_cpu_b
 python run.py experiment=table2_cpu method=lora task=mrpc seed=0      # one run of the table
+```"""
+LONGER_COMMANDS = """```bash
+# Table 2's rows again with more epochs (a run_name of their own; two chains side by side)
+S=docs/generated/sweeps
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu task=sst2 method=full_ft seed=0,1,2 \\
+    trainer.epochs=2 run_name=longer_budget hydra.sweep.dir=$S/longer_sst2_full_ft
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu task=sst2 method=lora seed=0,1,2 \\
+    trainer.epochs=2 run_name=longer_budget hydra.sweep.dir=$S/longer_sst2_lora
+OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu task=stsb method=lora seed=0,1,2 \\
+    trainer.epochs=10 run_name=longer_budget hydra.sweep.dir=$S/longer_stsb_lora
 ```"""
 RANKS_COMMANDS = """```bash
 OMP_NUM_THREADS=1 python run.py -m experiment=table2_cpu method=lora task=mrpc rank=1,2,4,8,64 seed=0,1,2 \\
@@ -197,6 +208,28 @@ def table2_section(outputs: list[Path], out: Path) -> Section:
         *table2.verdict_lines(v), *mixed_line, "", "Learning curves (dev main metric per epoch, median over seeds, "
         f"seed range shaded): ![curves]({out.name}/table2_curves.png)", "", "Commands:", "",
         TABLE2_COMMANDS, ""], claims.from_table2(v)
+
+
+def longer_section(outputs: list[Path], out: Path) -> list[str]:
+    lines = ['<a id="longer"></a>', "", "## Longer budgets: how much of a gap is the budget's", ""]
+    folders = _folders(outputs, "longer_")
+    if not folders:
+        return lines + ["Not run. Commands:", "", LONGER_COMMANDS, ""]
+    longer_rows = table2.main_rows(collect(folders))
+    if not len(longer_rows):
+        return lines + ["No run finished yet. Commands:", "", LONGER_COMMANDS, ""]
+    t2 = _folders(outputs, "table2_cpu")
+    st = longer.stats(table2.main_rows(collect(t2)) if t2 else longer_rows.iloc[:0], longer_rows)
+    st.to_csv(out / "longer.csv", index=False)
+    return lines + [
+        "Some Table 2 rows trained again with more epochs, everything else as Table 2's runs, "
+        "beside Table 2's runs of the same row (and FT's on the task): median [min–max] over seeds, "
+        "×100, (n) runs, ↑k as above. Runs per training precision: "
+        f"{trained_on(longer_rows['run_dir'].unique())}.", "", longer.markdown(st), "",
+        "Claim 1 again, each row at the longest budget it has (seed spread, as Table 2; these "
+        "verdicts do not enter the claims at a glance, which are Table 2's):", "",
+        *longer.verdict_lines(longer.verdicts(st, table2.chance_levels(longer_rows))), "",
+        "Commands:", "", LONGER_COMMANDS, ""]
 
 
 def _sweep_section(outputs, out, prefix, title, rows_of, order, verdicts_of, commands,
@@ -398,7 +431,8 @@ def write_page(outputs: list[str | Path], out: Path, ranks: tuple[int, int] = (8
             raise RunError(f"{o}: no such folder")
     out.mkdir(parents=True, exist_ok=True)
     sections = [
-        table2_section(outputs, out), (grid_section(outputs, out), {}),
+        table2_section(outputs, out), (longer_section(outputs, out), {}),
+        (grid_section(outputs, out), {}),
         _sweep_section(outputs, out, "rank_", "Table 6 at CPU scale: which rank", tables56.rank_rows,
                        tables56.by_rank, tables56.rank_verdicts, RANKS_COMMANDS, 3),
         _sweep_section(outputs, out, "weight_types_", "Table 5 at CPU scale: which weight types",

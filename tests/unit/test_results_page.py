@@ -7,6 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from analysis import longer
 from analysis.paper_numbers import paper_table, row, value
 from analysis.results import write_page
 from lora_exp.generate import write_predictions
@@ -15,7 +16,7 @@ from lora_exp.selection import summarize
 
 
 def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=1000, targets=("wq", "wv"),
-             wall_s=360.0, precision="bf16", machine=None):
+             wall_s=360.0, precision="bf16", machine=None, epochs=3):
     """A run directory as the trainer writes it, summary made by the trainer's own summarize."""
     d = root / name
     d.mkdir(parents=True)
@@ -30,7 +31,7 @@ def fake_run(root, name, *, method, rank, task, seed, dev, heldout, trainable=10
         "status": "ok", "task": task, "method": method, "rank": rank, "seed": seed, "model": "minilm",
         "params": {"trainable": trainable}, "wall_s": wall_s, "precision": precision,
         **({"machine": machine} if machine else {}),
-        "config": {"trainer": {"lr": 1e-3}, "method": {"targets": list(targets)}},
+        "config": {"trainer": {"lr": 1e-3, "epochs": epochs}, "method": {"targets": list(targets)}},
         "metrics": summarize(history, Cfg(task_cfg), "heldout")}))
 
 
@@ -71,6 +72,32 @@ def test_table2_section_tables_marks_and_verdicts(sweeps, tmp_path_factory):
     assert not v.loc[("LoRA ≥ bitfit", "mrpc", "paper"), "holds"]
     assert "**LoRA within seed noise of FT**: paper selection: holds on 1 of 2 tasks; not on rte" in page
     assert (out / "table2_curves.png").is_file()
+
+
+def test_longer_budgets_beside_table2_and_claim_1_again(sweeps, tmp_path_factory):
+    page = write_page([sweeps], tmp_path_factory.mktemp("without")).read_text()
+    assert "## Longer budgets" in page and "Not run. Commands:" in page
+    # LoRA on RTE, still rising at Table 2's 3 epochs, trained for 6: it reaches FT
+    for seed in range(3):
+        fake_run(sweeps / "longer_rte_lora", str(seed), method="lora", rank=8, task="rte", seed=seed,
+                 dev=[0.50, 0.55, 0.60, 0.63, 0.66, 0.65], heldout=[0.5, 0.5, 0.6, 0.6, 0.7, 0.6],
+                 trainable=73728, epochs=6)
+    out = tmp_path_factory.mktemp("with")
+    page = write_page([sweeps], out).read_text()
+    section = page[page.index("## Longer budgets"):page.index("## Learning rates")]
+    assert "| rte | lora r=8 | 3 | 55.0 [55.0–55.0] (3) ↑3 | 55.0 [55.0–55.0] (3) ↑3 |" in section
+    assert "| rte | lora r=8 | 6 | 66.0 [66.0–66.0] (3) | 66.0 [66.0–66.0] (3) |" in section
+    assert "| rte | full_ft | 3 | 66.0 [66.0–66.0] (3) | 66.0 [66.0–66.0] (3) |" in section
+    assert "| mrpc |" not in section  # no longer runs there: Table 2's alone
+    # Table 2 says claim 1 fails on RTE; at the longer budget it holds
+    assert "not on rte" in page[page.index("## Table 2"):page.index("## Longer budgets")]
+    assert ("- rte, paper selection: **holds** (LoRA 66.0 at 6 epochs vs FT 66.0 at 3)" in section)
+    assert ("- rte, heldout selection: **holds** (LoRA 66.0 at 6 epochs vs FT 66.0 at 3)" in section)
+    st = pd.read_csv(out / "longer.csv")
+    assert sorted(st["epochs"].unique()) == [3, 6]
+    # where both rows sit within the task's chance band, the comparison says nothing
+    v = longer.verdicts(st, {"rte": (0.66, 0.05)}).set_index("protocol")
+    assert v.loc["paper", "holds"] is None and "both at chance" in v.loc["paper", "note"]
 
 
 def test_rows_compared_across_precisions_are_named(sweeps, tmp_path_factory):
