@@ -47,13 +47,16 @@ def stats(table2_rows: pd.DataFrame, longer_rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(st: pd.DataFrame) -> str:
-    """A line per task, row and budget, a column per protocol."""
-    lines = ["| task | row | epochs | paper selection | held-out selection |", "|---|---|---|---|---|"]
+    """A line per task, row and budget, a column per protocol, and the runs' training precision
+    (rows compared at two precisions differ by the precision's part too)."""
+    lines = ["| task | row | epochs | paper selection | held-out selection | precision |",
+             "|---|---|---|---|---|---|"]
     keyed = st.set_index(["task", "row", "epochs", "protocol"])
-    for (task, label, budget), _ in st.groupby(["task", "row", "epochs"], sort=False):
+    for (task, label, budget), g in st.groupby(["task", "row", "epochs"], sort=False):
         cells = [table2.cell(keyed.loc[(task, label, budget, p)])
                  if (task, label, budget, p) in keyed.index else "—" for p in table2.PROTOCOLS]
-        lines.append(f"| {task} | {label} | {budget:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {task} | {label} | {budget:g} | " + " | ".join(cells)
+                     + f" | {g['precision'].iloc[0]} |")
     return "\n".join(lines)
 
 

@@ -85,9 +85,9 @@ def test_longer_budgets_beside_table2_and_claim_1_again(sweeps, tmp_path_factory
     out = tmp_path_factory.mktemp("with")
     page = write_page([sweeps], out).read_text()
     section = page[page.index("## Longer budgets"):page.index("## Learning rates")]
-    assert "| rte | lora r=8 | 3 | 55.0 [55.0–55.0] (3) ↑3 | 55.0 [55.0–55.0] (3) ↑3 |" in section
-    assert "| rte | lora r=8 | 6 | 66.0 [66.0–66.0] (3) | 66.0 [66.0–66.0] (3) |" in section
-    assert "| rte | full_ft | 3 | 66.0 [66.0–66.0] (3) | 66.0 [66.0–66.0] (3) |" in section
+    assert "| rte | lora r=8 | 3 | 55.0 [55.0–55.0] (3) ↑3 | 55.0 [55.0–55.0] (3) ↑3 | bf16 |" in section
+    assert "| rte | lora r=8 | 6 | 66.0 [66.0–66.0] (3) | 66.0 [66.0–66.0] (3) | bf16 |" in section
+    assert "| rte | full_ft | 3 | 66.0 [66.0–66.0] (3) | 66.0 [66.0–66.0] (3) | bf16 |" in section
     assert "| mrpc |" not in section  # no longer runs there: Table 2's alone
     # Table 2 says claim 1 fails on RTE; at the longer budget it holds
     assert "not on rte" in page[page.index("## Table 2"):page.index("## Longer budgets")]
