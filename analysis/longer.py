@@ -39,9 +39,8 @@ def stats(table2_rows: pd.DataFrame, longer_rows: pd.DataFrame) -> pd.DataFrame:
     if not out:
         return pd.DataFrame()
     st = pd.concat(out, ignore_index=True)
-    names = [table2.LORA, *table2.BASELINES]
     key = st.assign(_task=st["task"].map(lambda t: table2.TASKS.index(t) if t in table2.TASKS else 99),
-                    _row=st["row"].map(lambda r: names.index(r) if r in names else len(names)))
+                    _row=st["row"].map(table2.row_order))
     return key.sort_values(["_task", "_row", "epochs"], kind="stable").drop(
         columns=["_task", "_row"]).reset_index(drop=True)
 

@@ -80,7 +80,7 @@ def markdown(st: pd.DataFrame, protocol: str, order=None) -> str:
     tasks = [t for t in TASKS if t in set(sub.index.get_level_values("task"))]
     header = ["row", "trainable", *[f"{t} ({sub.xs(t, level='task')['metric'].iloc[0]})" for t in tasks]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label in sorted(set(sub.index.get_level_values("row")), key=order or _order):
+    for label in sorted(set(sub.index.get_level_values("row")), key=order or row_order):
         trainable = sub.xs(label, level="row")["trainable"].iloc[0]
         cells = [cell(sub.loc[(label, t)]) if (label, t) in sub.index else "—" for t in tasks]
         lines.append(f"| {label} | {trainable:,} | " + " | ".join(cells) + " |")
@@ -184,7 +184,8 @@ def mixed_precision(st: pd.DataFrame) -> str | None:
     return "; ".join(pairs) or None
 
 
-def _order(label: str) -> tuple:
+def row_order(label: str) -> tuple:
+    """Sort key of a row label: LoRA, then the baselines in Table 2's order, then the rest."""
     names = [LORA, *BASELINES]
     return (names.index(label) if label in names else len(names), label)
 
