@@ -18,10 +18,17 @@ def run_identity(run_dir: str | Path) -> tuple:
     return (summary.get("pid"), summary["started_at"])
 
 
+def machine_kind(summary: dict) -> tuple[str, bool] | None:
+    """(CPU name, native bf16) of the machine the run recorded, or None for a run made before
+    summaries recorded it."""
+    m = summary.get("machine")
+    return (m["cpu"], bool(m["native_bf16"])) if m else None
+
+
 def trained_label(summary: dict) -> str:
     """``bf16``, ``fp32, AMD EPYC``, ``bf16, AMD EPYC avx512_bf16/amx``: the training precision,
-    and the machine where the run recorded it (runs made before the field existed say only their
-    precision)."""
-    m = summary.get("machine")
-    where = f", {m['cpu']}{' avx512_bf16/amx' if m['native_bf16'] else ''}" if m else ""
+    and the kind of machine where the run recorded it (runs made before the field existed say
+    only their precision)."""
+    kind = machine_kind(summary)
+    where = f", {kind[0]}{' avx512_bf16/amx' if kind[1] else ''}" if kind else ""
     return f"{summary.get('precision', '?')}{where}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.collect import collect
-from analysis.provenance import run_identity, summary_of, trained_label
+from analysis.provenance import machine_kind, run_identity, summary_of, trained_label
 from lora_exp.export import WEIGHTS
 from lora_exp.rerun import first_difference
 
@@ -69,10 +69,8 @@ def _mark(is_first: bool, same: bool | None) -> str:
 def _same_setting(a: dict, b: dict) -> bool:
     """Trained at one precision on one kind of machine; a run made before summaries recorded the
     machine matches any machine at its precision."""
-    kind = ("cpu", "native_bf16")  # what trained_label names
-    ma, mb = a.get("machine"), b.get("machine")
-    return a.get("precision") == b.get("precision") and (
-        not ma or not mb or all(ma.get(k) == mb.get(k) for k in kind))
+    ka, kb = machine_kind(a), machine_kind(b)
+    return a.get("precision") == b.get("precision") and (ka is None or kb is None or ka == kb)
 
 
 def _figures_equal(a: pd.Series, b: pd.Series) -> bool:
