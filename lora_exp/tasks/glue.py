@@ -105,16 +105,45 @@ def load_split(task_cfg, data_dir: str | None, split: str) -> tuple[list[list[st
     return texts, label_ids, source
 
 
+def encode(tokenizer, texts: list[list[str]], max_length: int) -> dict[str, list[list[int]]]:
+    """``tokenizer(*texts, truncation=True, max_length=max_length)``'s ``input_ids``, and its
+    ``token_type_ids`` where the tokenizer makes them: the ids, nothing else.
+
+    A fast tokenizer's Rust backend is called directly, as the Python wrapper calls it (no
+    padding, longest-first truncation, special tokens added); the wrapper would then turn every
+    row's encoding into lists the cache does not keep (attention masks among them), which takes
+    as long as encoding itself (SST-2's 67,349 rows: 2.1 s against 1.0 s on the dev machine).
+    The backend's padding and truncation settings are restored afterwards.
+    """
+    backend = tokenizer.backend_tokenizer if tokenizer.is_fast else None
+    if backend is None:
+        enc = tokenizer(*texts, truncation=True, max_length=max_length)
+        return {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+    padding, truncation = backend.padding, backend.truncation
+    backend.no_padding()
+    backend.enable_truncation(max_length, stride=0, strategy="longest_first",
+                              direction=tokenizer.truncation_side)
+    try:
+        rows = backend.encode_batch(list(zip(*texts)) if len(texts) > 1 else texts[0])
+    finally:
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**truncation)
+        if padding is not None:
+            backend.enable_padding(**padding)
+    out = {"input_ids": [e.ids for e in rows]}
+    if "token_type_ids" in tokenizer.model_input_names:
+        out["token_type_ids"] = [e.type_ids for e in rows]
+    return out
+
+
 def tokenized_split(task_cfg, data_dir: str | None, split: str, tokenizer, max_length: int) -> Dataset:
     """Tokenised split, cached on disk keyed by source file, tokenizer and max length."""
     texts, labels, source = load_split(task_cfg, data_dir, split)
 
     def build() -> Dataset:
-        enc = tokenizer(*texts, truncation=True, max_length=max_length)
-        return Dataset.from_dict({
-            "input_ids": enc["input_ids"],
-            **({"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}),
-            "labels": labels.tolist()})
+        return Dataset.from_dict({**encode(tokenizer, texts, max_length), "labels": labels.tolist()})
 
     key = [source, tokenizer_id(tokenizer), max_length, list(task_cfg.text_fields), task_cfg.kind, 2]
     return cached_dataset(f"{task_cfg.name}-{split}", key, build)
