@@ -74,6 +74,33 @@ def test_bad_data_dir_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out" / "benchmark.json").exists()
 
 
+def test_e2e_rounds_must_be_positive(tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/run.py", "--e2e-rounds", "0",
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--e2e-rounds=0 is invalid; valid: 1 or more" in proc.stderr
+    assert not (tmp_path / "out" / "benchmark.json").exists()
+
+
+def test_e2e_vs_hf_best_is_the_median_of_paired_rounds():
+    """Each round's ratio pairs the two jobs timed in that round; the median of those, not a
+    ratio of medians, is the figure, and the rounds' range is its noise."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.run import e2e_ratios
+
+    rounds = [{"run_py": {"wall_s": a}, "hf_best": {"wall_s": b}}
+              for a, b in ((15.0, 20.0), (14.0, 28.0), (16.0, 16.0))]  # 0.75, 0.5, 1.0
+    e2e = {"rounds": rounds, "run_py_wall_s": 15.0, "hf_best_wall_s": 20.0,
+           "hf_max_length_wall_s": 100.0, "hf_dynamic_wall_s": 30.0, "run_py_accuracy": 0.75,
+           "hf_max_length_accuracy": 0.76, "hf_best_accuracy": 0.74}
+    noise = {}
+    ratios = e2e_ratios(e2e, noise)
+    assert ratios["e2e_vs_hf_best"] == 0.75 and noise["e2e_vs_hf_best"] == (0.5, 1.0)
+    assert ratios["e2e_vs_hf"] == 0.15 and ratios["e2e_vs_hf_dynamic"] == 0.5
+    assert abs(ratios["e2e_best_accuracy_gap"] - 0.01) < 1e-12
+
+
 def test_targets_of_the_second_model():
     """A second model's figure has the main figure's target unless it has its own."""
     sys.path.insert(0, str(REPO))
