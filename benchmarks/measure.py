@@ -280,7 +280,8 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
     activations). Call in a fresh process: a process's peak never goes down.
 
     ``kind="rss"``: ``train_mib``, what a user's out-of-memory error depends on: peak RSS minus
-    RSS after loading (CPU; Linux's VmHWM, reset after loading via /proc/self/clear_refs), or
+    RSS after loading with every weight paged in (:func:`resident`; CPU; Linux's VmHWM, reset
+    after loading via /proc/self/clear_refs), or
     peak minus current allocated memory (CUDA); and ``trimmed_mib``, the RSS after the steps once glibc has
     returned its free heap pages (``malloc_trim(0)``; CPU only): what of the peak was freed
     memory the allocator kept. ``kind="tensors"``: ``tensor_mib``, the peak of live tensor bytes
