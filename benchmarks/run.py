@@ -146,8 +146,8 @@ def e2e_jobs(args, out: Path) -> dict:
     # The Trainer as run_glue.py runs it (padded to 128, fp32), with dynamic padding and length
     # grouping, and at its best here: that plus its bf16 autocast when this run measures bf16.
     best_flags = ["--padding", "dynamic", *(["--bf16"] if bf16 else [])]
-    # One untimed run of each first: the first process to import torch and transformers reads
-    # them from disk, the others from the OS's file cache, whichever program it is.
+    # One untimed run of each first: the stage's first job measured slower than its repeats
+    # (run.py 13.8 s, then 11.9 and 11.8 s), so a job's place in the order would bias the ratio.
     ours("warmup_run_py")
     trainer("warmup_hf_best", best_flags)
     rounds = []
