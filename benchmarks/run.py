@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks import measure  # noqa: E402
-from lora_exp.runtime import pick_precision, precision_name  # noqa: E402
+from lora_exp.runtime import native_bf16, pick_precision, precision_name  # noqa: E402
 
 TARGETS = {  # the project's speed and memory targets: (comparison, bound)
     "lora_ft_step": ("<=", 0.67), "lora_peft_step": ("<=", 0.95), "lora_ft_mem": ("<=", 0.75),
@@ -70,7 +70,8 @@ def device_of(name: str) -> torch.device:
 
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform()}
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "native_bf16": native_bf16()}  # what trainer.precision=auto picks on this CPU
     try:
         cpu = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
         info["cpu"] = cpu[0].split(":", 1)[1].strip() if cpu else platform.processor()
@@ -400,7 +401,8 @@ def table(results: dict) -> str:
                      f"{', bf16' if e['hf_best_bf16'] else ''}) "
                      f"{e['hf_best_wall_s']:.1f} s ({e['hf_best_accuracy']:.4f}).")
     mach = results["machine"]
-    lines.append(f"Machine: {mach.get('cpu', '?')}, {mach['cpus']} CPUs, torch {mach['torch']} "
+    bf16 = {True: " with native bf16", False: " without native bf16"}.get(mach.get("native_bf16"), "")
+    lines.append(f"Machine: {mach.get('cpu', '?')}, {mach['cpus']} CPUs{bf16}, torch {mach['torch']} "
                  f"({mach['threads']} threads), {results['device']}; model {results['model']}; "
                  f"benchmark wall {results['benchmark_wall_s']:.0f} s.")
     return "\n".join(lines) + "\n"

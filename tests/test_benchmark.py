@@ -45,6 +45,7 @@ def test_quick_benchmark_writes_every_ratio(tmp_path):
     assert 0.6 < ratios["lora_ft_flops"] < 0.9
     saved = json.loads((tmp_path / "benchmark.json").read_text())
     assert saved["precision"] == "bf16" and saved["matmul_peak"]["dtype"] == "bfloat16"
+    assert isinstance(saved["machine"]["native_bf16"], bool)  # what the defaults train in there
     assert saved["ratios"].keys() == ratios.keys()
     # The checkpoint holds A and B only: its size follows the trainable count (+ a JSON header).
     ck = saved["checkpoint"]
