@@ -111,8 +111,8 @@ def encode(tokenizer, texts: list[list[str]], max_length: int) -> dict[str, list
 
     A fast tokenizer's Rust backend is called directly, as the Python wrapper calls it (no
     padding, longest-first truncation, special tokens added); the wrapper would then turn every
-    row's encoding into lists the cache does not keep (attention masks among them), which takes
-    as long as encoding itself (SST-2's 67,349 rows: 2.1 s against 1.0 s on the dev machine).
+    row's encoding into lists the cache does not keep (attention masks among them): SST-2's
+    67,349 rows take 1.3 s this way against 2.1 s through the wrapper on the dev machine.
     The backend's padding and truncation settings are restored afterwards.
     """
     backend = tokenizer.backend_tokenizer if tokenizer.is_fast else None

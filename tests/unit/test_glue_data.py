@@ -72,5 +72,5 @@ def test_encode_gives_the_tokenizer_calls_ids(make_cfg, data_dir, task, max_leng
     assert tok.is_fast and set(ours) == {"input_ids", "token_type_ids"}
     assert ours["input_ids"] == ref["input_ids"] and ours["token_type_ids"] == ref["token_type_ids"]
     assert max(map(len, ours["input_ids"])) <= max_length
-    if max_length < 32:  # the short limits do truncate, pairs from both sides (longest first)
+    if max_length < 32:  # the short limits do truncate, so truncation is compared too
         assert sum(len(ids) == max_length for ids in ours["input_ids"]) > 100
