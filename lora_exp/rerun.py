@@ -164,7 +164,8 @@ def keep_hydra_files(sweep_dir: Path) -> None:
             data = json.loads(summary.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if (data.get("status") == "ok" or running_here(data)) and (run_dir / ".hydra").is_dir() and not (run_dir / KEPT_HYDRA).exists():
+        keep = data.get("status") == "ok" or running_here(data)
+        if keep and (run_dir / ".hydra").is_dir() and not (run_dir / KEPT_HYDRA).exists():
             shutil.copytree(run_dir / ".hydra", run_dir / KEPT_HYDRA)
 
 
