@@ -101,3 +101,15 @@ def test_joblib_launcher_runs_jobs_in_separate_worker_processes(tmp_path, data_d
     runs = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
     assert len(runs) == 2 and all(r["status"] == "ok" for r in runs)
     assert runs[0]["pid"] != runs[1]["pid"]
+
+
+def test_run_py_leaves_the_collector_on_with_the_imports_frozen():
+    """run.py keeps the cyclic collector off during its imports and then freezes what they built;
+    a run's own cyclic garbage must still be collected, so the collector ends up on."""
+    code = "import gc, run; print(gc.isenabled(), gc.get_freeze_count())"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    enabled, frozen = proc.stdout.split()
+    assert enabled == "True"
+    assert int(frozen) > 100_000  # torch and transformers alone build several hundred thousand
