@@ -326,6 +326,33 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
     return {"train_mib": peak, "trimmed_mib": trimmed}
 
 
+def fresh_process_steps(model: str, batch_size: int, seq_len: int, steps: int, device: torch.device,
+                        precision: str = "fp32") -> dict[str, float]:
+    """LoRA train steps in this (fresh) process: the median seconds of ``steps`` steps after two
+    warm-up steps, and the page faults and kernel seconds per step. For settings that hold for a
+    whole process (``trainer.keep_freed_memory``), which one process cannot compare side by side."""
+    import resource
+
+    from lora_exp.runtime import PRECISIONS
+
+    net = adapted_model(model, "lora").to(device)
+    step = train_step_fn(net, batch(net, batch_size, seq_len), device,
+                         amp_dtype=PRECISIONS[precision])
+    for _ in range(2):
+        step()
+    before, times = resource.getrusage(resource.RUSAGE_SELF), []
+    for _ in range(steps):
+        sync(device)
+        t = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"step_s": statistics.median(times),
+            "faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+            "kernel_s_per_step": (after.ru_stime - before.ru_stime) / steps}
+
+
 def checkpoint_bytes(model: str, out: Path) -> dict[str, float]:
     """Bytes of the LoRA checkpoint (A and B only, as lora-exp writes it, no task head) and of a
     full safetensors checkpoint of the same model, with the trainable fraction."""

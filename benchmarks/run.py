@@ -14,6 +14,9 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
   LoRA with gradient checkpointing) ÷ full fine-tuning, as peak RSS; ``*_tensor_mem``: the same
   from the peak of live tensor bytes (the profiler's memory events), without what glibc's
   allocator keeps mapped;
+* ``keep_freed_step`` / ``keep_freed_mem``: LoRA's train step and training memory with
+  ``trainer.keep_freed_memory`` (the default, which every other figure here runs with) ÷ with
+  glibc's allocator defaults, in fresh processes;
 * ``merged_base_latency_<shape>``: forward latency of the merged LoRA model ÷ the base model's, at
   Table 1's shapes scaled to CPU (1×128, 16×256); also unmerged LoRA, AdapterH and AdapterL;
 * the step, FLOP and memory figures again for ``--second-model`` (default ``mpnet_base``,
@@ -50,7 +53,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks import measure  # noqa: E402
-from lora_exp.runtime import native_bf16, pick_precision, precision_name  # noqa: E402
+from lora_exp.runtime import (keep_freed_memory, native_bf16, pick_precision,  # noqa: E402
+                              precision_name)
 
 TARGETS = {  # the project's speed and memory targets: (comparison, bound)
     "lora_ft_step": ("<=", 0.67), "lora_peft_step": ("<=", 0.95), "lora_ft_mem": ("<=", 0.75),
@@ -84,19 +88,32 @@ def machine() -> dict:
     return info
 
 
-def _worker_memory(args) -> None:
+# Whether the trainer has glibc keep freed memory (trainer.keep_freed_memory): the benchmark's
+# processes measure with the allocator the trainer would set.
+TRAINER_KEEPS_FREED = bool(measure.trainer_cfg().keep_freed_memory)
+WORKERS = {"memory": measure.train_memory, "steps": measure.fresh_process_steps}
+
+
+def _worker(args) -> None:
     spec = json.loads(args.worker_args)
-    print(json.dumps(measure.train_memory(device=device_of(args.device), **spec)))
+    if spec.pop("keep_freed", TRAINER_KEEPS_FREED):
+        keep_freed_memory()
+    print(json.dumps(WORKERS[args.worker](device=device_of(args.device), **spec)))
+
+
+def in_subprocess(args, worker: str, **spec) -> dict:
+    """``WORKERS[worker](**spec)`` in a fresh process of this script: its JSON result."""
+    cmd = [sys.executable, __file__, "--worker", worker, "--device", args.device,
+           "--worker-args", json.dumps(spec)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def memory_in_subprocess(args, repeats: int, **spec) -> dict:
     """:func:`measure.train_memory` in fresh processes: RSS figures as the median of ``repeats``
     processes (the C allocator's layout varies a few % per run), live tensors in one more."""
     def one(kind: str) -> dict:
-        cmd = [sys.executable, __file__, "--worker", "memory", "--device", args.device,
-               "--worker-args", json.dumps({**spec, "kind": kind})]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
-        return json.loads(out.strip().splitlines()[-1])
+        return in_subprocess(args, "memory", **spec, kind=kind)
     runs = [one("rss") for _ in range(repeats)]
     rss = [r["train_mib"] for r in runs]
     trimmed = [r["trimmed_mib"] for r in runs if r["trimmed_mib"] is not None]
@@ -226,6 +243,31 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
                                                   if "lora_ckpt" in mem else None)
 
 
+def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict, noise: dict) -> None:
+    """``keep_freed_step``: LoRA's train step with ``trainer.keep_freed_memory`` ÷ with glibc's
+    allocator defaults, each in fresh processes (the setting holds for a whole process): the
+    median of paired rounds, which one goes first alternating. ``keep_freed_mem``: LoRA's peak
+    RSS above the loaded model with the setting (the memory figures above) ÷ without it."""
+    q = args.quick
+    spec = dict(model=model, batch_size=2 if q else 16, seq_len=16 if q else 128,
+                steps=2 if q else 7, precision=args.precision_name)
+    rounds = []
+    for r in range(1 if q else 3):
+        flags = (True, False) if r % 2 == 0 else (False, True)
+        rounds.append({flag: in_subprocess(args, "steps", **spec, keep_freed=flag) for flag in flags})
+    per_round = [r[True]["step_s"] / r[False]["step_s"] for r in rounds]
+    ratios["keep_freed_step"] = statistics.median(per_round)
+    noise["keep_freed_step"] = (min(per_round), max(per_round))
+    defaults_mib = in_subprocess(args, "memory", model=model, method="lora", batch_size=16,
+                                 seq_len=128, steps=2 if q else 3, checkpointing=False,
+                                 precision=args.precision_name, kind="rss", keep_freed=False)
+    ratios["keep_freed_mem"] = results["train_memory_mib"]["lora"]["train_mib"] / defaults_mib["train_mib"]
+    results["keep_freed"] = {
+        "kept": {k: statistics.median(r[True][k] for r in rounds) for k in rounds[0][True]},
+        "glibc_defaults": {k: statistics.median(r[False][k] for r in rounds) for k in rounds[0][False]},
+        "lora_train_mib_glibc_defaults": defaults_mib["train_mib"]}
+
+
 def compiled_vs_eager(args, model: str, results: dict, ratios: dict, noise: dict, device) -> None:
     """``compiled_eager_step``: LoRA's train step through ``trainer.compile`` ÷ eager, at the
     benchmark's precision, after compiling (its seconds reported apart)."""
@@ -247,7 +289,9 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     args.amp_dtype = pick_precision(args.precision, device)
     args.precision_name = precision_name(args.amp_dtype)
-    results: dict = {"machine": machine(), "device": str(device), "model": model,
+    # The steps measured in this process run with the allocator the trainer sets.
+    kept = TRAINER_KEEPS_FREED and keep_freed_memory()
+    results: dict = {"machine": {**machine(), "kept_freed_memory": kept}, "device": str(device), "model": model,
                      "second_model": args.second_model, "precision": args.precision_name}
     ratios: dict[str, float | None] = {}
     noise = results["noise"] = {}  # interquartile range of the per-round ratios
@@ -257,8 +301,10 @@ def run(args) -> dict:
                                                  n=256 if q else 2048)
 
     print(f"[1/8] {model}: train step (batch 16 × 128; full FT, LoRA, peft LoRA, references), "
-          "FLOPs, training memory (fresh processes)", flush=True)
+          "FLOPs, training memory (fresh processes); LoRA's step and memory with glibc's allocator "
+          "defaults (fresh processes)", flush=True)
     step_and_memory(args, model, "", results, ratios, noise, device, main=True)
+    keep_freed_vs_glibc_defaults(args, model, results, ratios, noise)
     if args.second_model != "none":
         print(f"[2/8] {args.second_model}: train step, FLOPs, training memory", flush=True)
         step_and_memory(args, args.second_model, f"_{args.second_model}", results, ratios, noise,
@@ -376,6 +422,13 @@ def table(results: dict) -> str:
     lines += ["", *_step_and_memory_lines(results, "", results["model"])]
     for suffix in suffixes:
         lines += _step_and_memory_lines(results, suffix, results["second_model"])
+    k = results["keep_freed"]
+    lines.append("LoRA step (median s; page faults, kernel ms per step) with trainer.keep_freed_memory "
+                 f"{k['kept']['step_s']:.3f} ({k['kept']['faults_per_step']:,.0f}, "
+                 f"{k['kept']['kernel_s_per_step'] * 1e3:.1f}), with glibc's allocator defaults "
+                 f"{k['glibc_defaults']['step_s']:.3f} ({k['glibc_defaults']['faults_per_step']:,.0f}, "
+                 f"{k['glibc_defaults']['kernel_s_per_step'] * 1e3:.1f}); LoRA's training memory with "
+                 f"glibc's defaults {k['lora_train_mib_glibc_defaults']:.0f} MiB (one process).")
     c = results["compiled_step"]
     lines.append(f"LoRA step compiled vs eager at {results['precision']} (median s): eager "
                  f"{c['eager']:.3f}, compiled {c['compiled']:.3f}; compiling took {c['compile_s']:.1f} s "
@@ -401,8 +454,10 @@ def table(results: dict) -> str:
                      f"{', bf16' if e['hf_best_bf16'] else ''}) "
                      f"{e['hf_best_wall_s']:.1f} s ({e['hf_best_accuracy']:.4f}).")
     mach = results["machine"]
-    bf16 = {True: " with native bf16", False: " without native bf16"}.get(mach.get("native_bf16"), "")
-    lines.append(f"Machine: {mach.get('cpu', '?')}, {mach['cpus']} CPUs{bf16}, torch {mach['torch']} "
+    notes = {True: " with native bf16", False: " without native bf16"}.get(mach.get("native_bf16"), "")
+    notes += {True: ", glibc keeping freed memory", False: ", the C allocator's defaults"}.get(
+        mach.get("kept_freed_memory"), "")
+    lines.append(f"Machine: {mach.get('cpu', '?')}, {mach['cpus']} CPUs{notes}, torch {mach['torch']} "
                  f"({mach['threads']} threads), {results['device']}; model {results['model']}; "
                  f"benchmark wall {results['benchmark_wall_s']:.0f} s.")
     return "\n".join(lines) + "\n"
@@ -431,11 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny repeats and shapes (a smoke test)")
     ap.add_argument("--out", default="outputs/benchmark")
-    ap.add_argument("--worker", choices=["memory"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--worker-args", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker == "memory":
-        _worker_memory(args)
+    if args.worker:
+        _worker(args)
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device=cuda is invalid: CUDA is not available; valid: auto, cpu", file=sys.stderr)

@@ -33,8 +33,8 @@ from lora_exp.models import build_model, describe, load_tokenizer, model_dropout
 from lora_exp.optim import StepPlan, clip_and_step, lr_lambda, make_optimizer
 from lora_exp.params import count_params, set_trainable
 from lora_exp.runlog import Tracker, git_sha, write_json
-from lora_exp.runtime import (machine, pick_compute, precision_name, quiet_libraries,
-                              seed_everything)
+from lora_exp.runtime import (keep_freed_memory, machine, pick_compute, precision_name,
+                              quiet_libraries, seed_everything)
 from lora_exp.schema import method_identity
 from lora_exp.selection import protocol, selecting_key, summarize
 from lora_exp.spec import ModelSpec
@@ -158,6 +158,9 @@ def train(cfg, out_dir: Path) -> dict:
         check_split_file(task, data_dir, split)  # missing data fails before the model is loaded
     seed_everything(cfg.seed)
     device, amp_dtype = pick_compute(tcfg)
+    kept = tcfg.keep_freed_memory and keep_freed_memory()
+    if tcfg.keep_freed_memory and not kept:
+        log.info("trainer.keep_freed_memory: not glibc; the C allocator's defaults stay")
 
     # Set-up: the adapted model, the data, the optimizer, the evaluator.
     tokenizer = load_tokenizer(cfg.model)
@@ -227,7 +230,8 @@ def train(cfg, out_dir: Path) -> dict:
     tracker.finish({"trainable": run.params["trainable"], "steps": state.step})
     return {"params": run.params, "metrics": summarize(state.history, task, tcfg.selection),
             "protocol": protocol(cfg, len(state.history), model_dropout(model)), "steps": state.step,
-            "precision": precision_name(amp_dtype), "evaluations": len(state.history),
+            "precision": precision_name(amp_dtype), "kept_freed_memory": kept,
+            "evaluations": len(state.history),
             "compile": steps.record(), "wall_s_before_resume": round(before_resume_s, 3)}
 
 

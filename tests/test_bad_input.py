@@ -54,6 +54,8 @@ CONFIG_CASES = [
     ("max_length too small", ["trainer.max_length=0"], ["trainer.max_length=0", ">= 8"]),
     ("fast_dropout not a bool", ["trainer.fast_dropout=maybe"], ["trainer.fast_dropout='maybe'", "[True, False]"]),
     ("fused_optimizer not a bool", ["trainer.fused_optimizer=2"], ["trainer.fused_optimizer=2", "[True, False]"]),
+    ("keep_freed_memory not a bool", ["trainer.keep_freed_memory=yes please"],
+     ["trainer.keep_freed_memory='yes please'", "[True, False]"]),
     ("gradient_checkpointing not a bool", ["trainer.gradient_checkpointing=maybe"],
      ["trainer.gradient_checkpointing='maybe'", "[True, False]"]),
     ("compile not a bool", ["trainer.compile=yes"], ["trainer.compile='yes'", "[True, False]"]),

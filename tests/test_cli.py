@@ -113,3 +113,19 @@ def test_run_py_leaves_the_collector_on_with_the_imports_frozen():
     enabled, frozen = proc.stdout.split()
     assert enabled == "True"
     assert int(frozen) > 100_000  # torch and transformers alone build several hundred thousand
+
+
+def test_keeping_freed_memory_changes_no_number(tmp_path, data_dir):
+    """trainer.keep_freed_memory changes where glibc's allocator gets memory, in the process it
+    sets: each setting in a process of its own gives the same metrics, bit for bit, and the
+    summary records whether the setting applied (it does under glibc: Linux here)."""
+    metrics, kept = {}, {}
+    for flag in ("false", "true"):
+        proc, out = run_cli(["model=tiny_bert", "task=rte", "trainer=smoke", "trainer.eval_every=2",
+                             f"trainer.keep_freed_memory={flag}", f"data_dir={data_dir}"],
+                            tmp_path / flag)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        metrics[flag] = (out / "metrics.jsonl").read_text()
+        kept[flag] = json.loads((out / "summary.json").read_text())["kept_freed_memory"]
+    assert metrics["true"] == metrics["false"] and metrics["true"].count("\n") == 2
+    assert kept == {"false": False, "true": sys.platform.startswith("linux")}

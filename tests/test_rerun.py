@@ -33,6 +33,9 @@ def test_decide_reads_the_earlier_run(tmp_path):
     assert rerun.decide(tmp_path / "ok", {**cfg, "resume": True})[0] == rerun.SKIP  # how, not what
     checkpointed = {**cfg, "trainer": {"lr": 0.001, "checkpoint_every": 200}}
     assert rerun.decide(tmp_path / "ok", checkpointed)[0] == rerun.SKIP
+    for keep in (True, False):  # the allocator's setting changes no number (tests/test_cli.py)
+        allocator = {**cfg, "trainer": {"lr": 0.001, "keep_freed_memory": keep}}
+        assert rerun.decide(tmp_path / "ok", allocator)[0] == rerun.SKIP
     # Another grid swept into the folder: its finished run is not overwritten.
     action, reason = rerun.decide(tmp_path / "ok", {**cfg, "trainer": {"lr": 0.01}})
     assert action == rerun.CONFLICT and "trainer.lr: 0.001 there, 0.01 here" in reason
