@@ -243,7 +243,8 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
                                                   if "lora_ckpt" in mem else None)
 
 
-def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict, noise: dict) -> None:
+def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict,
+                                 noise: dict) -> None:
     """``keep_freed_step``: LoRA's train step with ``trainer.keep_freed_memory`` ÷ with glibc's
     allocator defaults, each in fresh processes (the setting holds for a whole process): the
     median of paired rounds, which one goes first alternating. ``keep_freed_mem``: LoRA's peak
@@ -254,17 +255,20 @@ def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict, 
     rounds = []
     for r in range(1 if q else 3):
         flags = (True, False) if r % 2 == 0 else (False, True)
-        rounds.append({flag: in_subprocess(args, "steps", **spec, keep_freed=flag) for flag in flags})
+        rounds.append({flag: in_subprocess(args, "steps", **spec, keep_freed=flag)
+                       for flag in flags})
     per_round = [r[True]["step_s"] / r[False]["step_s"] for r in rounds]
     ratios["keep_freed_step"] = statistics.median(per_round)
     noise["keep_freed_step"] = (min(per_round), max(per_round))
     defaults_mib = in_subprocess(args, "memory", model=model, method="lora", batch_size=16,
                                  seq_len=128, steps=2 if q else 3, checkpointing=False,
                                  precision=args.precision_name, kind="rss", keep_freed=False)
-    ratios["keep_freed_mem"] = results["train_memory_mib"]["lora"]["train_mib"] / defaults_mib["train_mib"]
+    kept_mib = results["train_memory_mib"]["lora"]["train_mib"]
+    ratios["keep_freed_mem"] = kept_mib / defaults_mib["train_mib"]
     results["keep_freed"] = {
         "kept": {k: statistics.median(r[True][k] for r in rounds) for k in rounds[0][True]},
-        "glibc_defaults": {k: statistics.median(r[False][k] for r in rounds) for k in rounds[0][False]},
+        "glibc_defaults": {k: statistics.median(r[False][k] for r in rounds)
+                           for k in rounds[0][False]},
         "lora_train_mib_glibc_defaults": defaults_mib["train_mib"]}
 
 
@@ -291,8 +295,9 @@ def run(args) -> dict:
     args.precision_name = precision_name(args.amp_dtype)
     # The steps measured in this process run with the allocator the trainer sets.
     kept = TRAINER_KEEPS_FREED and keep_freed_memory()
-    results: dict = {"machine": {**machine(), "kept_freed_memory": kept}, "device": str(device), "model": model,
-                     "second_model": args.second_model, "precision": args.precision_name}
+    results: dict = {"machine": {**machine(), "kept_freed_memory": kept}, "device": str(device),
+                     "model": model, "second_model": args.second_model,
+                     "precision": args.precision_name}
     ratios: dict[str, float | None] = {}
     noise = results["noise"] = {}  # interquartile range of the per-round ratios
     t0 = time.time()
@@ -423,12 +428,14 @@ def table(results: dict) -> str:
     for suffix in suffixes:
         lines += _step_and_memory_lines(results, suffix, results["second_model"])
     k = results["keep_freed"]
-    lines.append("LoRA step (median s; page faults, kernel ms per step) with trainer.keep_freed_memory "
-                 f"{k['kept']['step_s']:.3f} ({k['kept']['faults_per_step']:,.0f}, "
-                 f"{k['kept']['kernel_s_per_step'] * 1e3:.1f}), with glibc's allocator defaults "
-                 f"{k['glibc_defaults']['step_s']:.3f} ({k['glibc_defaults']['faults_per_step']:,.0f}, "
-                 f"{k['glibc_defaults']['kernel_s_per_step'] * 1e3:.1f}); LoRA's training memory with "
-                 f"glibc's defaults {k['lora_train_mib_glibc_defaults']:.0f} MiB (one process).")
+
+    def steps(r: dict) -> str:
+        return (f"{r['step_s']:.3f} ({r['faults_per_step']:,.0f}, "
+                f"{r['kernel_s_per_step'] * 1e3:.1f})")
+    lines.append("LoRA step (median s; page faults, kernel ms per step) with "
+                 f"trainer.keep_freed_memory {steps(k['kept'])}, with glibc's allocator defaults "
+                 f"{steps(k['glibc_defaults'])}; LoRA's training memory with glibc's defaults "
+                 f"{k['lora_train_mib_glibc_defaults']:.0f} MiB (one process).")
     c = results["compiled_step"]
     lines.append(f"LoRA step compiled vs eager at {results['precision']} (median s): eager "
                  f"{c['eager']:.3f}, compiled {c['compiled']:.3f}; compiling took {c['compile_s']:.1f} s "

@@ -1,4 +1,5 @@
-"""Where and how a run computes: the seeds, the device, the autocast precision, quiet libraries."""
+"""Where and how a run computes: the seeds, the device, the autocast precision, the C
+allocator's setting, quiet libraries."""
 from __future__ import annotations
 
 import ctypes
@@ -102,9 +103,11 @@ def keep_freed_memory() -> bool:
     A step allocates and frees the same activation buffers every time. With glibc's defaults the
     larger ones are mmapped and unmapped each step and the heap's free top is handed back to the
     OS, so each step page-faults its activations in anew: MiniLM's LoRA step at 16 × 128 tokens
-    took ~11k page faults and ~20 ms of kernel time (bf16, the dev machine). Here blocks under
-    32 MiB come from the heap and the heap is trimmed only above 1 GiB of free top: almost no
-    faults, the same peak RSS (docs/performance.md). Returns whether it applied (glibc only).
+    took 9,848 page faults and 14.2 ms of kernel time (bf16, the AMD dev machine). Here blocks
+    under 32 MiB come from the heap and the heap is trimmed only above 1 GiB of free top: 331
+    faults, 1.1 ms, a 0.95× step and the same peak RSS within the noise
+    (``benchmarks/run.py``: ``keep_freed_step``, ``keep_freed_mem``; docs/performance.md).
+    Returns whether it applied (glibc only).
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
