@@ -88,15 +88,20 @@ def machine() -> dict:
     return info
 
 
-# Whether the trainer has glibc keep freed memory (trainer.keep_freed_memory): the benchmark's
-# processes measure with the allocator the trainer would set.
-TRAINER_KEEPS_FREED = bool(measure.trainer_cfg().keep_freed_memory)
+BATCH, SEQ = 16, 128  # the shape of the train-step and training-memory figures
 WORKERS = {"memory": measure.train_memory, "steps": measure.fresh_process_steps}
+
+
+def trainer_keeps_freed() -> bool:
+    """``trainer.keep_freed_memory``'s default: the benchmark's processes measure with the
+    allocator the trainer would set."""
+    return bool(measure.trainer_cfg().keep_freed_memory)
 
 
 def _worker(args) -> None:
     spec = json.loads(args.worker_args)
-    if spec.pop("keep_freed", TRAINER_KEEPS_FREED):
+    keep = spec.pop("keep_freed") if "keep_freed" in spec else trainer_keeps_freed()
+    if keep:
         keep_freed_memory()
     print(json.dumps(WORKERS[args.worker](device=device_of(args.device), **spec)))
 
@@ -214,7 +219,7 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
     named with ``suffix`` (empty for the main model). The main model also gets the reference
     steps (stock dropout, no dropout) and its RSS from 3 processes; the second model, slower,
     gets fewer rounds and one process per measure."""
-    q, bs, seq = args.quick, 16, 128
+    q, bs, seq = args.quick, BATCH, SEQ
     repeats = args.step_repeats if main else args.second_step_repeats
     steps = measure.step_times(model, bs, seq, device, warmup=1 if q or not main else 2,
                                repeats=2 if q else repeats, references=main,
@@ -260,8 +265,8 @@ def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict,
     per_round = [r[True]["step_s"] / r[False]["step_s"] for r in rounds]
     ratios["keep_freed_step"] = statistics.median(per_round)
     noise["keep_freed_step"] = (min(per_round), max(per_round))
-    defaults_mib = in_subprocess(args, "memory", model=model, method="lora", batch_size=16,
-                                 seq_len=128, steps=2 if q else 3, checkpointing=False,
+    defaults_mib = in_subprocess(args, "memory", model=model, method="lora", batch_size=BATCH,
+                                 seq_len=SEQ, steps=2 if q else 3, checkpointing=False,
                                  precision=args.precision_name, kind="rss", keep_freed=False)
     kept_mib = results["train_memory_mib"]["lora"]["train_mib"]
     ratios["keep_freed_mem"] = kept_mib / defaults_mib["train_mib"]
@@ -294,7 +299,7 @@ def run(args) -> dict:
     args.amp_dtype = pick_precision(args.precision, device)
     args.precision_name = precision_name(args.amp_dtype)
     # The steps measured in this process run with the allocator the trainer sets.
-    kept = TRAINER_KEEPS_FREED and keep_freed_memory()
+    kept = trainer_keeps_freed() and keep_freed_memory()
     results: dict = {"machine": {**machine(), "kept_freed_memory": kept}, "device": str(device),
                      "model": model, "second_model": args.second_model,
                      "precision": args.precision_name}
@@ -305,7 +310,7 @@ def run(args) -> dict:
     results["matmul_peak"] = measure.matmul_peak(args.amp_dtype or torch.float32, device,
                                                  n=256 if q else 2048)
 
-    print(f"[1/8] {model}: train step (batch 16 × 128; full FT, LoRA, peft LoRA, references), "
+    print(f"[1/8] {model}: train step (batch {BATCH} × {SEQ}; full FT, LoRA, peft LoRA, references), "
           "FLOPs, training memory (fresh processes); LoRA's step and memory with glibc's allocator "
           "defaults (fresh processes)", flush=True)
     step_and_memory(args, model, "", results, ratios, noise, device, main=True)
