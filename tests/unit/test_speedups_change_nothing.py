@@ -44,6 +44,21 @@ def _rows(n=6, seed=3):
                               "labels": rng.integers(0, 2, size=n).tolist()})
 
 
+def test_collate_lays_each_row_out_in_order_and_pads_the_rest():
+    ds = _rows()
+    idx = np.array([4, 0, 2])  # any order: the batch follows idx
+    batch = collate(ds, idx, pad_id=7)
+    rows = [ds[int(i)]["input_ids"] for i in idx]
+    assert batch["input_ids"].shape == (3, max(map(len, rows))) and batch["input_ids"].dtype == torch.long
+    for b, r in enumerate(rows):
+        assert batch["input_ids"][b, :len(r)].tolist() == r
+        assert (batch["input_ids"][b, len(r):] == 7).all()
+        assert batch["attention_mask"][b].tolist() == [1] * len(r) + [0] * (batch["input_ids"].shape[1] - len(r))
+    assert batch["labels"].tolist() == [ds[int(i)]["labels"] for i in idx]
+    with pytest.raises(ValueError, match="does not fit"):  # a static width below a row's length
+        collate(ds, idx, pad_id=0, pad_to=3)
+
+
 def test_dynamic_padding_gives_the_losses_of_padding_to_max_length(make_cfg):
     net, _ = _adapted(make_cfg)
     net.eval()
