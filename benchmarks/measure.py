@@ -139,7 +139,6 @@ def medians(times: dict[str, list[float]]) -> dict[str, float]:
 
 
 STOCK = ("trainer.fast_dropout=false",)  # the model's dropout as HF runs it
-UNCACHED = ("trainer.cache_frozen_casts=false",)  # autocast re-casts W0 at every forward pass
 
 
 def without_dropout(net: nn.Module) -> nn.Module:
@@ -157,15 +156,13 @@ def step_times(model: str, batch_size: int, seq_len: int, device: torch.device, 
     """Train-step seconds per round at ``amp_dtype`` (None = fp32): full FT, lora-exp LoRA, peft
     LoRA (q, v, r=8); with a low-precision ``amp_dtype`` also LoRA in fp32 (``lora_fp32``); with
     ``references``, full FT and LoRA with ``trainer.fast_dropout=false`` (what the dropout kernel
-    saves), without any dropout (what dropout costs at all), and LoRA with
-    ``trainer.cache_frozen_casts=false`` (what casting W0 once saves; nothing without autocast)."""
+    saves) and without any dropout (what dropout costs at all)."""
     data = batch(adapted_model(model, "none"), batch_size, seq_len)
     nets = {"ft": adapted_model(model, "full_ft"), "lora": adapted_model(model, "lora"),
             "peft_lora": peft_model(model)}
     if references:
         nets |= {"ft_stock_dropout": adapted_model(model, "full_ft", trainer=STOCK),
                  "lora_stock_dropout": adapted_model(model, "lora", trainer=STOCK),
-                 "lora_uncached_casts": adapted_model(model, "lora", trainer=UNCACHED),
                  "ft_no_dropout": without_dropout(adapted_model(model, "full_ft")),
                  "lora_no_dropout": without_dropout(adapted_model(model, "lora"))}
     fns = {k: train_step_fn(net, data, device, amp_dtype=amp_dtype) for k, net in nets.items()}
@@ -278,7 +275,7 @@ def resident(net: nn.Module) -> None:
 
 def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: int,
                  checkpointing: bool, device: torch.device, kind: str = "rss",
-                 precision: str = "fp32", cached_casts: bool = True) -> dict[str, float]:
+                 precision: str = "fp32") -> dict[str, float]:
     """MiB that training adds above the loaded model (gradients, AdamW's two moments,
     activations). Call in a fresh process: a process's peak never goes down.
 
@@ -290,13 +287,12 @@ def train_memory(model: str, method: str, batch_size: int, seq_len: int, steps: 
     memory the allocator kept. ``kind="tensors"``: ``tensor_mib``, the peak of live tensor bytes
     the steps allocate (CPU: the profiler's memory events; CUDA: peak allocated). Profiling costs
     memory of its own, hence one kind a process. ``precision``: the autocast dtype's name
-    (``fp32``, ``bf16``, ``fp16``). ``cached_casts=False``: with ``trainer.cache_frozen_casts=false``.
+    (``fp32``, ``bf16``, ``fp16``).
     """
     from lora_exp.runtime import PRECISIONS
 
     net = adapted_model(model, method, trainer=(
-        f"trainer.gradient_checkpointing={str(checkpointing).lower()}",
-        *(() if cached_casts else UNCACHED))).to(device)
+        f"trainer.gradient_checkpointing={str(checkpointing).lower()}",)).to(device)
     resident(net)
     step = train_step_fn(net, batch(net, batch_size, seq_len), device,
                          amp_dtype=PRECISIONS[precision])

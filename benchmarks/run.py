@@ -14,9 +14,6 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
   LoRA with gradient checkpointing) ÷ full fine-tuning, as peak RSS; ``*_tensor_mem``: the same
   from the peak of live tensor bytes (the profiler's memory events), without what glibc's
   allocator keeps mapped;
-* ``cached_casts_step`` / ``cached_casts_mem`` / ``cached_casts_ckpt_mem``: LoRA's train step,
-  and its training memory without and with gradient checkpointing (one process each), with
-  ``trainer.cache_frozen_casts`` (the default) ÷ without it;
 * ``keep_freed_step`` / ``keep_freed_mem``: LoRA's train step and training memory with
   ``trainer.keep_freed_memory`` (the default, which every other figure here runs with) ÷ with
   glibc's allocator defaults, in fresh processes;
@@ -213,8 +210,7 @@ STEP_RATIOS = (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_
                ("bf16_fp32_step", "lora", "lora_fp32"),
                ("lora_ft_step_stock_dropout", "lora_stock_dropout", "ft_stock_dropout"),
                ("lora_peft_step_stock_dropout", "lora_stock_dropout", "peft_lora"),
-               ("lora_ft_step_no_dropout", "lora_no_dropout", "ft_no_dropout"),
-               ("cached_casts_step", "lora", "lora_uncached_casts"))
+               ("lora_ft_step_no_dropout", "lora_no_dropout", "ft_no_dropout"))
 
 
 def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, noise: dict,
@@ -281,25 +277,6 @@ def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict,
         "lora_train_mib_glibc_defaults": defaults_mib["train_mib"]}
 
 
-def cached_casts_memory(args, model: str, results: dict, ratios: dict) -> None:
-    """``cached_casts_mem`` / ``cached_casts_ckpt_mem``: LoRA's peak RSS above the loaded model
-    (the memory figures above, with ``trainer.cache_frozen_casts``) ÷ the same without the cache,
-    one process each. Without checkpointing the casts are alive at the step's peak either way
-    (autograd keeps them for the backward pass); with it they are not, and the cache's copy shows."""
-    q, mem = args.quick, results["train_memory_mib"]
-    uncached = {}
-    for name, ckpt in (("lora", False), ("lora_ckpt", True)):
-        if name not in mem:
-            continue
-        uncached[name] = in_subprocess(args, "memory", model=model, method="lora", batch_size=BATCH,
-                                       seq_len=SEQ, steps=2 if q else 3, checkpointing=ckpt,
-                                       precision=args.precision_name, kind="rss",
-                                       cached_casts=False)["train_mib"]
-        figure = "cached_casts_mem" if name == "lora" else "cached_casts_ckpt_mem"
-        ratios[figure] = mem[name]["train_mib"] / uncached[name]
-    results["train_memory_mib_uncached_casts"] = uncached
-
-
 def compiled_vs_eager(args, model: str, results: dict, ratios: dict, noise: dict, device) -> None:
     """``compiled_eager_step``: LoRA's train step through ``trainer.compile`` ÷ eager, at the
     benchmark's precision, after compiling (its seconds reported apart)."""
@@ -335,10 +312,9 @@ def run(args) -> dict:
 
     print(f"[1/8] {model}: train step (batch {BATCH} × {SEQ}; full FT, LoRA, peft LoRA, references), "
           "FLOPs, training memory (fresh processes); LoRA's step and memory with glibc's allocator "
-          "defaults (fresh processes) and its memory without cached casts", flush=True)
+          "defaults (fresh processes)", flush=True)
     step_and_memory(args, model, "", results, ratios, noise, device, main=True)
     keep_freed_vs_glibc_defaults(args, model, results, ratios, noise)
-    cached_casts_memory(args, model, results, ratios)
     if args.second_model != "none":
         print(f"[2/8] {args.second_model}: train step, FLOPs, training memory", flush=True)
         step_and_memory(args, args.second_model, f"_{args.second_model}", results, ratios, noise,
@@ -465,11 +441,6 @@ def table(results: dict) -> str:
                  f"trainer.keep_freed_memory {steps(k['kept'])}, with glibc's allocator defaults "
                  f"{steps(k['glibc_defaults'])}; LoRA's training memory with glibc's defaults "
                  f"{k['lora_train_mib_glibc_defaults']:.0f} MiB (one process).")
-    s, u = results["step_s"], results["train_memory_mib_uncached_casts"]
-    if "lora_uncached_casts" in s:
-        lines.append(f"LoRA with trainer.cache_frozen_casts=false: step {s['lora_uncached_casts']:.3f} s "
-                     f"(median), training memory " + ", ".join(
-                         f"{k} {v:.0f} MiB" for k, v in u.items()) + " (one process each).")
     c = results["compiled_step"]
     lines.append(f"LoRA step compiled vs eager at {results['precision']} (median s): eager "
                  f"{c['eager']:.3f}, compiled {c['compiled']:.3f}; compiling took {c['compile_s']:.1f} s "

@@ -1,9 +1,7 @@
 """The trainer's speed and memory measures. None changes what is computed: gradient
-checkpointing and the cached casts of frozen weights give the same numbers, the CPU dropout the
-same distribution of masks."""
+checkpointing gives the same numbers, the CPU dropout the same distribution of masks."""
 from __future__ import annotations
 
-from lora_exp.casts import cache_frozen_casts
 from lora_exp.dropout import use_fast_dropout
 from lora_exp.errors import ConfigError
 
@@ -34,13 +32,10 @@ def checkpointing_on(model) -> bool:
 
 
 def prepare_for_training(model, tcfg) -> None:
-    """Applied after the method (so that the method's own dropout and layers are covered too):
-    gradient checkpointing, the CPU dropout of :mod:`lora_exp.dropout` (the same distribution of
-    masks, another random stream) and the frozen weights' autocast casts made once
-    (:mod:`lora_exp.casts`)."""
+    """Applied after the method (so that the method's own dropout is covered too): gradient
+    checkpointing and the CPU dropout of :mod:`lora_exp.dropout` (the same distribution of
+    masks, another random stream)."""
     if tcfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if tcfg.fast_dropout:
         use_fast_dropout(model)
-    if tcfg.cache_frozen_casts:
-        cache_frozen_casts(model)

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lora_exp.casts import frozen
 from lora_exp.errors import ConfigError
 from lora_exp.spec import ModelSpec, TargetRef
 
@@ -65,15 +64,14 @@ class LoRALinear(nn.Module):
         return (b @ a) * self.scaling  # (out, r) @ (r, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = frozen(self, "weight"), frozen(self, "bias")  # W0 cast once (trainer.cache_frozen_casts)
         if self.merged:
-            return F.linear(x, w, b)
+            return F.linear(x, self.weight, self.bias)
         # Two thin products; ΔW (d×k) is never materialised during training. W0·x is computed
         # as a 2-D matrix so that (α/r)·B·(A·x) is added into it in place by one addmm_: no
         # separate scaling, sum or extra output of d numbers per token (peft spends three).
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        out = F.linear(x2, w, b)
+        out = F.linear(x2, self.weight, self.bias)
         h = self.lora_A(self.lora_dropout(x2))  # (tokens, r)
         # (under autocast W0·x and A·x come out in half precision; B follows them)
         out.addmm_(h.to(out.dtype), self.lora_B.weight.t().to(out.dtype), alpha=self.scaling)
@@ -124,11 +122,9 @@ class LoRAFusedLinear(nn.Module):
 
     def _base(self, x: torch.Tensor) -> torch.Tensor:
         if self.fan_in_fan_out:  # HF Conv1D: y = x @ W + b with W (in, out)
-            # The bias is added as Conv1D adds it, outside the autocast product: its fp32 add is
-            # part of the numbers, so only W0 is read through the cast cache.
-            out = x @ frozen(self, "weight")
+            out = x @ self.weight
             return out + self.bias if self.bias is not None else out
-        return F.linear(x, frozen(self, "weight"), frozen(self, "bias"))
+        return F.linear(x, self.weight, self.bias)
 
     def slice_delta(self, name: str) -> torch.Tensor:
         """ΔW_s = (α/r)·B_s·A_s as (slice_width, in), fp32."""
@@ -248,9 +244,7 @@ def merge_lora(model: nn.Module) -> int:
     n = 0
     for _, mod in lora_modules(model):
         if not mod.merged:
-            # In place on the parameter (not on .data), so that its version counter moves and
-            # a cast cached from it (lora_exp.casts) is renewed.
-            mod.weight.add_(mod.delta_weight().to(mod.weight.dtype))
+            mod.weight.data += mod.delta_weight().to(mod.weight.dtype)
             mod.merged = True
             n += 1
     return n
@@ -262,7 +256,7 @@ def unmerge_lora(model: nn.Module) -> int:
     n = 0
     for _, mod in lora_modules(model):
         if mod.merged:
-            mod.weight.sub_(mod.delta_weight().to(mod.weight.dtype))
+            mod.weight.data -= mod.delta_weight().to(mod.weight.dtype)
             mod.merged = False
             n += 1
     return n

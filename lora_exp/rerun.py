@@ -39,11 +39,9 @@ SKIP, RESUME, RUN, CONFLICT, BUSY = "skip", "resume", "run", "conflict", "busy"
 NOT_RUN = (CONFLICT, BUSY)  # actions that leave the folder as it is and fail the sweep
 ACTIONS_FILE = "sweep_actions.jsonl"
 # Keys that say how to run, not what: a job resumed with resume=true is still the same job,
-# checkpoints leave the training as it is (tests/test_resume.py), and so do the allocator's
-# setting (tests/test_cli.py) and the cached casts (tests/unit/test_casts.py), so a sweep can add
-# or change them without redoing finished jobs.
-_NOT_COMPARED = ("resume", "trainer.checkpoint_every", "trainer.keep_freed_memory",
-                 "trainer.cache_frozen_casts")
+# checkpoints leave the training as it is (tests/test_resume.py), and so does the allocator's
+# setting (tests/test_cli.py), so a sweep can add or change them without redoing finished jobs.
+_NOT_COMPARED = ("resume", "trainer.checkpoint_every", "trainer.keep_freed_memory")
 # Keys added to the config after runs were made, each with the value that does what runs made
 # without it did: an earlier run that lacks the key matches a config holding that value, so
 # adding an option does not turn every finished run into another config's.

@@ -23,8 +23,8 @@ TRAINER = ("epochs", "max_steps", "batch_size", "eval_batch_size", "grad_accum",
            "weight_decay", "no_decay", "selection", "heldout_size", "betas", "warmup_ratio",
            "warmup_steps", "max_grad_norm", "max_length", "max_train_samples", "max_eval_samples",
            "eval_every", "group_by_length",
-           "gradient_checkpointing", "fast_dropout", "fused_optimizer", "keep_freed_memory",
-           "cache_frozen_casts", "compile", "compile_buckets",
+           "gradient_checkpointing", "fast_dropout", "fused_optimizer", "keep_freed_memory", "compile",
+           "compile_buckets",
            "merged_eval", "device",
            "precision", "progress", "checkpoint_every", "save_trained")
 LOGGER = {"none": ("name",), "wandb": ("name", "project", "mode")}

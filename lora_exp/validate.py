@@ -51,7 +51,7 @@ def validate(cfg) -> None:
     if t.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError("trainer.precision", t.precision, ["auto", "fp32", "bf16", "fp16"])
     for key in ("gradient_checkpointing", "merged_eval", "group_by_length", "fast_dropout",
-                "fused_optimizer", "keep_freed_memory", "cache_frozen_casts", "compile"):
+                "fused_optimizer", "keep_freed_memory", "compile"):
         check_bool(f"trainer.{key}", t.get(key))
     check_int("trainer.compile_buckets", t.compile_buckets, 1)
     if cfg.init_from is not None:

@@ -56,8 +56,6 @@ CONFIG_CASES = [
     ("fused_optimizer not a bool", ["trainer.fused_optimizer=2"], ["trainer.fused_optimizer=2", "[True, False]"]),
     ("keep_freed_memory not a bool", ["trainer.keep_freed_memory=yes please"],
      ["trainer.keep_freed_memory='yes please'", "[True, False]"]),
-    ("cache_frozen_casts not a bool", ["trainer.cache_frozen_casts=3"],
-     ["trainer.cache_frozen_casts=3", "[True, False]"]),
     ("gradient_checkpointing not a bool", ["trainer.gradient_checkpointing=maybe"],
      ["trainer.gradient_checkpointing='maybe'", "[True, False]"]),
     ("compile not a bool", ["trainer.compile=yes"], ["trainer.compile='yes'", "[True, False]"]),

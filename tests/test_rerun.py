@@ -36,9 +36,6 @@ def test_decide_reads_the_earlier_run(tmp_path):
     for keep in (True, False):  # the allocator's setting changes no number (tests/test_cli.py)
         allocator = {**cfg, "trainer": {"lr": 0.001, "keep_freed_memory": keep}}
         assert rerun.decide(tmp_path / "ok", allocator)[0] == rerun.SKIP
-    for cache in (True, False):  # nor do the cached casts (tests/unit/test_casts.py)
-        casts = {**cfg, "trainer": {"lr": 0.001, "cache_frozen_casts": cache}}
-        assert rerun.decide(tmp_path / "ok", casts)[0] == rerun.SKIP
     # Another grid swept into the folder: its finished run is not overwritten.
     action, reason = rerun.decide(tmp_path / "ok", {**cfg, "trainer": {"lr": 0.01}})
     assert action == rerun.CONFLICT and "trainer.lr: 0.001 there, 0.01 here" in reason
