@@ -255,7 +255,7 @@ def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict,
     median of paired rounds, which one goes first alternating. ``keep_freed_mem``: LoRA's peak
     RSS above the loaded model with the setting (the memory figures above) ÷ without it."""
     q = args.quick
-    spec = dict(model=model, batch_size=2 if q else 16, seq_len=16 if q else 128,
+    spec = dict(model=model, batch_size=2 if q else BATCH, seq_len=16 if q else SEQ,
                 steps=2 if q else 7, precision=args.precision_name)
     rounds = []
     for r in range(1 if q else 3):
@@ -281,7 +281,7 @@ def compiled_vs_eager(args, model: str, results: dict, ratios: dict, noise: dict
     """``compiled_eager_step``: LoRA's train step through ``trainer.compile`` ÷ eager, at the
     benchmark's precision, after compiling (its seconds reported apart)."""
     q = args.quick
-    comp = measure.compiled_step_times(model, 2 if q else 16, 16 if q else 128, device,
+    comp = measure.compiled_step_times(model, 2 if q else BATCH, 16 if q else SEQ, device,
                                        warmup=1 if q else 2, repeats=2 if q else args.step_repeats,
                                        amp_dtype=args.amp_dtype)
     results["compiled_step"] = {**measure.medians({k: comp[k] for k in ("eager", "compiled")}),
