@@ -3,9 +3,13 @@ with the embedded MiniLM, one epoch) at the current defaults and at the fp32 eag
 (``trainer.precision=fp32 trainer.compile=false``), per seed, one after the other.
 
 Prints and writes (``--out``: ``main_job.json``, ``main_job.md``) each run's wall time (process
-start to exit, tokenisation cache warm: the first run of the list fills it) and dev accuracy
-(best and final evaluation), then ``main_job_speedup``: the median over seeds of defaults ÷
-reference wall time, and the largest dev-accuracy difference.
+start to exit, tokenisation included: every run starts with an empty cache of its own, as a
+first run does and as the Trainer's job, which tokenises in each run, always does) and dev
+accuracy (best and final evaluation), then ``main_job_speedup``: the median over seeds of
+defaults ÷ reference wall time, and the largest dev-accuracy difference. Each seed runs the
+reference, then the defaults, then the Trainer: the defaults run sits next to both runs it is
+divided by, so the machine's drift (~20 % within an hour on the shared dev VM) biases neither
+ratio much.
 
 With ``--vs-hf-best``, each seed's defaults run is also timed against transformers' ``Trainer`` +
 peft at its best here (``benchmarks/hf_trainer_peft.py``: dynamic padding, length grouping, and
@@ -24,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,10 +41,12 @@ REFERENCE = ("trainer.precision=fp32", "trainer.compile=false")
 def one_run(data_dir: str, seed: int, overrides: tuple[str, ...], run_dir: Path) -> dict:
     cmd = [sys.executable, "run.py", f"data_dir={data_dir}", f"seed={seed}", *overrides,
            "trainer.progress=false", f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    t = time.time()
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
-    wall = time.time() - t
+    with tempfile.TemporaryDirectory() as cache:  # cold: the run tokenises its data
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+               "LORA_EXP_CACHE": cache}
+        t = time.time()
+        subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
+        wall = time.time() - t
     summary = json.loads((run_dir / "summary.json").read_text())
     dev = summary["metrics"]["dev"]
     return {"seed": seed, "overrides": list(overrides), "wall_s": wall,
@@ -74,10 +81,12 @@ def hf_best_run(data_dir: str, ours: dict, run_dir: Path, out: Path) -> dict:
            "--eval-steps", str(trainer["eval_every"]), "--seed", str(ours["seed"]),
            "--padding", "dynamic", *(["--bf16"] if ours["precision"] == "bf16" else []),
            "--out", str(out)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    t = time.time()
-    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
-    wall = time.time() - t
+    with tempfile.TemporaryDirectory() as cache:  # cold, as run.py's runs
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "HF_DATASETS_CACHE": cache}
+        t = time.time()
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
+        wall = time.time() - t
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"seed": ours["seed"], "overrides": ["Trainer + peft at its best"], "wall_s": wall,
             "precision": "bf16" if res["bf16"] else "fp32", "best": res["dev_accuracy_best"],
@@ -126,21 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs, ratios, gaps, vs_hf = [], [], [], []
     extra = tuple(args.override)
-    variants = [("defaults", extra)] + ([] if args.no_reference else [("reference", extra + REFERENCE)])
+    variants = ([] if args.no_reference else [("reference", extra + REFERENCE)]) + [("defaults", extra)]
     for seed in args.seeds:
-        pair = []
+        seed_runs = {}
         for name, overrides in variants:
-            pair.append(one_run(args.data_dir, seed, overrides, out / "runs" / f"{name}_seed{seed}"))
-            print(json.dumps(pair[-1]), flush=True)
+            seed_runs[name] = one_run(args.data_dir, seed, overrides,
+                                      out / "runs" / f"{name}_seed{seed}")
+            print(json.dumps(seed_runs[name]), flush=True)
+        ours = seed_runs["defaults"]
         if args.vs_hf_best:
-            pair.append(hf_best_run(args.data_dir, pair[0], out / "runs" / f"defaults_seed{seed}",
-                                    out / "runs" / f"hf_best_seed{seed}"))
-            print(json.dumps(pair[-1]), flush=True)
-            vs_hf.append(pair[0]["wall_s"] / pair[-1]["wall_s"])
-        runs += pair
+            seed_runs["hf_best"] = hf = hf_best_run(args.data_dir, ours,
+                                                    out / "runs" / f"defaults_seed{seed}",
+                                                    out / "runs" / f"hf_best_seed{seed}")
+            print(json.dumps(hf), flush=True)
+            vs_hf.append(ours["wall_s"] / hf["wall_s"])
         if not args.no_reference:
-            ratios.append(pair[0]["wall_s"] / pair[1]["wall_s"])
-            gaps.append(max(abs(pair[0][k] - pair[1][k]) for k in ("best", "final")))
+            ref = seed_runs["reference"]
+            ratios.append(ours["wall_s"] / ref["wall_s"])
+            gaps.append(max(abs(ours[k] - ref[k]) for k in ("best", "final")))
+        runs += seed_runs.values()
     result = {"runs": runs,
               "main_job_speedup": statistics.median(ratios) if ratios else None,
               "max_accuracy_gap": max(gaps) if gaps else None,
