@@ -38,15 +38,20 @@ REPO = Path(__file__).resolve().parent.parent
 REFERENCE = ("trainer.precision=fp32", "trainer.compile=false")
 
 
-def one_run(data_dir: str, seed: int, overrides: tuple[str, ...], run_dir: Path) -> dict:
-    cmd = [sys.executable, "run.py", f"data_dir={data_dir}", f"seed={seed}", *overrides,
-           "trainer.progress=false", f"hydra.run.dir={run_dir}"]
-    with tempfile.TemporaryDirectory() as cache:  # cold: the run tokenises its data
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
-               "LORA_EXP_CACHE": cache}
+def timed_cold(cmd: list[str]) -> tuple[float, str]:
+    """Wall seconds and stdout of ``cmd``, offline, with empty caches of its own (lora-exp's and
+    datasets'): the job tokenises its data, as a first run does."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "WANDB_MODE": "disabled", "LORA_EXP_CACHE": cache, "HF_DATASETS_CACHE": cache}
         t = time.time()
-        subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
-        wall = time.time() - t
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
+        return time.time() - t, proc.stdout
+
+
+def one_run(data_dir: str, seed: int, overrides: tuple[str, ...], run_dir: Path) -> dict:
+    wall, _ = timed_cold([sys.executable, "run.py", f"data_dir={data_dir}", f"seed={seed}",
+                          *overrides, "trainer.progress=false", f"hydra.run.dir={run_dir}"])
     summary = json.loads((run_dir / "summary.json").read_text())
     dev = summary["metrics"]["dev"]
     return {"seed": seed, "overrides": list(overrides), "wall_s": wall,
@@ -81,13 +86,8 @@ def hf_best_run(data_dir: str, ours: dict, run_dir: Path, out: Path) -> dict:
            "--eval-steps", str(trainer["eval_every"]), "--seed", str(ours["seed"]),
            "--padding", "dynamic", *(["--bf16"] if ours["precision"] == "bf16" else []),
            "--out", str(out)]
-    with tempfile.TemporaryDirectory() as cache:  # cold, as run.py's runs
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "HF_DATASETS_CACHE": cache}
-        t = time.time()
-        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
-        wall = time.time() - t
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    wall, stdout = timed_cold(cmd)
+    res = json.loads(stdout.strip().splitlines()[-1])
     return {"seed": ours["seed"], "overrides": ["Trainer + peft at its best"], "wall_s": wall,
             "precision": "bf16" if res["bf16"] else "fp32", "best": res["dev_accuracy_best"],
             "final": res["dev_accuracy"], "steps": res["steps"], "evaluations": res["evaluations"]}
