@@ -10,6 +10,9 @@ Prints a table, then one JSON line of named ratios, and writes both to ``--out``
   of ``lora_ft_step``; ``*_stock_dropout``: the step ratios with ``trainer.fast_dropout=false``
   (the model's dropout as HF runs it), which separate the dropout kernel's share from LoRA's;
   ``lora_ft_step_no_dropout``: both without dropout, a reference for what dropout costs;
+* ``<step ratio>_32x14``: ``lora_ft_step``, ``lora_peft_step`` and ``bf16_fp32_step`` again at
+  the README main job's batch of 32 at its mean padded length (14 tokens): the per-step part of
+  that job's ``e2e_vs_hf_best``;
 * ``lora_ft_mem`` / ``lora_ckpt_ft_mem``: memory training adds above the loaded model, LoRA (and
   LoRA with gradient checkpointing) ÷ full fine-tuning, as peak RSS; ``*_tensor_mem``: the same
   from the peak of live tensor bytes (the profiler's memory events), without what glibc's
@@ -89,6 +92,9 @@ def machine() -> dict:
 
 
 BATCH, SEQ = 16, 128  # the shape of the train-step and training-memory figures
+# The README main job's batch (32 SST-2 rows) at its mean padded length: 446 tokens a batch over
+# its 2,105 steps. Short rows weigh per-operation overhead and elementwise work more than 16 × 128.
+SHORT_BATCH, SHORT_SEQ = 32, 14
 WORKERS = {"memory": measure.train_memory, "steps": measure.fresh_process_steps}
 
 
@@ -248,6 +254,23 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
                                                   if "lora_ckpt" in mem else None)
 
 
+def short_batch_steps(args, model: str, results: dict, ratios: dict, noise: dict, device) -> None:
+    """The step ratios again (full FT, LoRA, peft LoRA; fp32 LoRA under bf16) at the main job's
+    shape, named ``<figure>_<batch>x<length>``: the per-step part of the main job's
+    ``e2e_vs_hf_best``, which the 16 × 128 figures overstate for short rows. No targets."""
+    q = args.quick
+    bs, seq = (2, 8) if q else (SHORT_BATCH, SHORT_SEQ)
+    steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 3,
+                               repeats=2 if q else 3 * args.step_repeats, references=False,
+                               amp_dtype=args.amp_dtype)
+    shape = f"{bs}x{seq}"
+    results["short_steps"] = {"batch": bs, "seq": seq, "median_s": measure.medians(steps)}
+    for name, num, den in STEP_RATIOS:
+        if num in steps and den in steps:
+            r = measure.paired_ratio(steps, num, den)
+            ratios[f"{name}_{shape}"], noise[f"{name}_{shape}"] = r["ratio"], (r["q1"], r["q3"])
+
+
 def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict,
                                  noise: dict) -> None:
     """``keep_freed_step``: LoRA's train step with ``trainer.keep_freed_memory`` ÷ with glibc's
@@ -311,9 +334,11 @@ def run(args) -> dict:
                                                  n=256 if q else 2048)
 
     print(f"[1/8] {model}: train step (batch {BATCH} × {SEQ}; full FT, LoRA, peft LoRA, references), "
-          "FLOPs, training memory (fresh processes); LoRA's step and memory with glibc's allocator "
+          f"FLOPs, training memory (fresh processes); the steps at the main job's {SHORT_BATCH} × "
+          f"{SHORT_SEQ}; LoRA's step and memory with glibc's allocator "
           "defaults (fresh processes)", flush=True)
     step_and_memory(args, model, "", results, ratios, noise, device, main=True)
+    short_batch_steps(args, model, results, ratios, noise, device)
     keep_freed_vs_glibc_defaults(args, model, results, ratios, noise)
     if args.second_model != "none":
         print(f"[2/8] {args.second_model}: train step, FLOPs, training memory", flush=True)
@@ -430,6 +455,9 @@ def table(results: dict) -> str:
         lines.append(f"| {name} | {shown} | {spread} | {target(name)} | "
                      f"{met(name, value, suffixes)} |")
     lines += ["", *_step_and_memory_lines(results, "", results["model"])]
+    short = results["short_steps"]
+    lines.append(f"{results['model']}, train step at {short['batch']} × {short['seq']} (median ms): " +
+                 ", ".join(f"{k} {v * 1e3:.1f}" for k, v in short["median_s"].items()) + ".")
     for suffix in suffixes:
         lines += _step_and_memory_lines(results, suffix, results["second_model"])
     k = results["keep_freed"]
