@@ -219,6 +219,14 @@ STEP_RATIOS = (("lora_ft_step", "lora", "ft"), ("lora_peft_step", "lora", "peft_
                ("lora_ft_step_no_dropout", "lora_no_dropout", "ft_no_dropout"))
 
 
+def add_step_ratios(steps: dict, suffix: str, ratios: dict, noise: dict) -> None:
+    """Every ratio of :data:`STEP_RATIOS` whose two steps were timed, named with ``suffix``."""
+    for name, num, den in STEP_RATIOS:
+        if num in steps and den in steps:
+            r = measure.paired_ratio(steps, num, den)
+            ratios[name + suffix], noise[name + suffix] = r["ratio"], (r["q1"], r["q3"])
+
+
 def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, noise: dict,
                     device, main: bool) -> None:
     """Train step (paired rounds), FLOPs and training memory of one model; every figure is
@@ -231,10 +239,7 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
                                repeats=2 if q else repeats, references=main,
                                amp_dtype=args.amp_dtype)
     results[f"step_s{suffix}"] = measure.medians(steps)
-    for name, num, den in STEP_RATIOS:
-        if num in steps and den in steps:
-            r = measure.paired_ratio(steps, num, den)
-            ratios[name + suffix], noise[name + suffix] = r["ratio"], (r["q1"], r["q3"])
+    add_step_ratios(steps, suffix, ratios, noise)
     flops = results[f"step_flops{suffix}"] = measure.step_flops(model, bs, seq)
     ratios["lora_ft_flops" + suffix] = flops["lora"] / flops["ft"]
     ratios["lora_mfu" + suffix] = (flops["lora"] / results[f"step_s{suffix}"]["lora"]
@@ -257,18 +262,14 @@ def step_and_memory(args, model: str, suffix: str, results: dict, ratios: dict, 
 def short_batch_steps(args, model: str, results: dict, ratios: dict, noise: dict, device) -> None:
     """The step ratios again (full FT, LoRA, peft LoRA; fp32 LoRA under bf16) at the main job's
     shape, named ``<figure>_<batch>x<length>``: the per-step part of the main job's
-    ``e2e_vs_hf_best``, which the 16 × 128 figures overstate for short rows. No targets."""
+    ``e2e_vs_hf_best``; the 16 × 128 figures overstate lora-exp's lead on short rows. No targets."""
     q = args.quick
     bs, seq = (2, 8) if q else (SHORT_BATCH, SHORT_SEQ)
     steps = measure.step_times(model, bs, seq, device, warmup=1 if q else 3,
                                repeats=2 if q else 3 * args.step_repeats, references=False,
                                amp_dtype=args.amp_dtype)
-    shape = f"{bs}x{seq}"
     results["short_steps"] = {"batch": bs, "seq": seq, "median_s": measure.medians(steps)}
-    for name, num, den in STEP_RATIOS:
-        if num in steps and den in steps:
-            r = measure.paired_ratio(steps, num, den)
-            ratios[f"{name}_{shape}"], noise[f"{name}_{shape}"] = r["ratio"], (r["q1"], r["q3"])
+    add_step_ratios(steps, f"_{bs}x{seq}", ratios, noise)
 
 
 def keep_freed_vs_glibc_defaults(args, model: str, results: dict, ratios: dict,
